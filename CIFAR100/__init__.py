@@ -1,0 +1,41 @@
+"""CIFAR-100 profile: WRN-40-4 Oracle, WRN-16-1 library, experts on the 20 superclasses.
+
+Settings are the paper's (shared spec): batch 512, SGD lr 0.1; Oracle and library 200 epochs
+(×0.1 at 80/160), experts 100 epochs (×0.1 at 40/80); crop 32 pad 4 + flip.
+"""
+from pathlib import Path
+
+from poe.data import load_cifar100
+from poe.networks import WRNArchitecture, WRNConfig
+from poe.profiles import Budget, Profile, read_hierarchy
+
+CLASS_NAMES, HIERARCHY = read_hierarchy(Path(__file__).with_name("hierarchy.json"))
+
+
+def load(data_root, download=False):
+    train, test, names = load_cifar100(data_root, download)
+    return train, test
+
+
+PROFILE = Profile(
+    name="cifar100",
+    title="CIFAR-100",
+    class_names=CLASS_NAMES,
+    hierarchy=HIERARCHY,
+    default_tasks=["large_omnivores_and_herbivores", "medium-sized_mammals", "people",
+                   "small_mammals", "vehicles_1", "vehicles_2"],
+    task_aliases={"medium_mammals": "medium-sized_mammals"},
+    architecture=WRNArchitecture(oracle=WRNConfig(40, 4), student=WRNConfig(16, 1),
+                                 expert_width=int(64 * 0.25), num_classes=100),
+    budgets={"oracle": Budget(200, 0.1, (80, 160)), "library": Budget(200, 0.1, (80, 160)),
+             "expert": Budget(100, 0.1, (40, 80))},
+    batch_size=512,
+    mean=(0.5071, 0.4867, 0.4408),
+    std=(0.2675, 0.2565, 0.2761),
+    crop_padding=4,
+    image_size=32,
+    load=load,
+    data_hint="DIR/cifar-100-python/{train,test,meta} (CIFAR-100 'python version')",
+    authors_files={"library": "Library/library_cifar100.pt",
+                   "student_head": "student_for_library/classifier_cifar100.pt"},
+)

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Build a pool of experts: Oracle -> library student -> library + one expert per primitive task.
+
+Paper settings are the defaults (CIFAR-100: Oracle WRN-40-4 and library student WRN-16-1, 200
+epochs each; experts 100 epochs; SGD lr 0.1, momentum 0.9, wd 5e-4, batch 512). Stages already in
+the DB are skipped; an interrupted stage resumes from its last epoch when the same command is run
+again.
+
+    python Run_preprocessing.py --dataset demo                                  # offline demo, minutes
+    python Run_preprocessing.py --dataset cifar100 --data_root DIR               # the paper's run (GPU)
+    python Run_preprocessing.py --dataset cifar100 --data_root DIR --epochs_oracle 30 --epochs_library 30 \
+        --epochs_expert 15                                                     # a reduced budget
+    python Run_preprocessing.py --dataset cifar100 --data_root DIR --library_from POOL \
+        --teacher library-student --db DB_PoE/mine                              # experts on another library
+"""
+import argparse
+from pathlib import Path
+
+from poe.cli import add_common_args, run, setup_torch
+from poe.errors import PoEError
+from poe.losses import EXPERT_LOSSES
+from poe.pool import Pool
+from poe.preprocess import Preprocessor, default_pool_dir, default_pretrained_dir
+from poe.profiles import get_profile
+from poe.train import pick_amp, pick_device
+
+STAGES = ("oracle", "library", "experts")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--pretrained_db", "--pretrained-db", default=None,
+                   help="folder for the Oracle and library-student checkpoints; default DB_pretrained/<dataset>")
+    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="primitive tasks to build experts for (default: the paper's; 'all' for every one)")
+    p.add_argument("--expert-loss", "--expert_loss", dest="expert_loss", default="soft+scale", choices=EXPERT_LOSSES,
+                   help="loss the experts learn with (default soft+scale = L_soft + 0.3 L_scale)")
+    p.add_argument("--teacher", default="oracle", choices=["oracle", "library-student"],
+                   help="whose logits the experts mimic (default oracle)")
+    p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
+                   help="take the library (and its student's head) from this pool folder instead of training it")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="default: the profile's (paper: 512)")
+    for stage in ("oracle", "library", "expert"):
+        p.add_argument(f"--epochs_{stage}", type=int, default=None,
+                       help=f"{stage} epochs (LR milestones scale with it); default: the profile's")
+        p.add_argument(f"--lr_{stage}", type=float, default=None, help=f"{stage} learning rate; default: the profile's")
+    p.add_argument("--force", nargs="+", default=[], choices=STAGES,
+                   help="rebuild these stages even if the DB has them")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None) -> None:
+    args = get_args_parser().parse_args(argv)
+    setup_torch(args)
+    profile = get_profile(args.dataset)
+    if args.tasks == ["all"]:
+        args.tasks = list(profile.hierarchy)
+    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+    budgets = {stage: profile.budgets[stage].with_epochs(getattr(args, f"epochs_{stage}") or profile.budgets[stage].epochs)
+               .with_lr(getattr(args, f"lr_{stage}")) for stage in ("oracle", "library", "expert")}
+    batch_size = args.batch_size or profile.batch_size
+    if batch_size < 1:
+        raise PoEError("--batch_size must be positive")
+    device = pick_device(args.device)
+    amp = pick_amp(args.amp or profile.amp_default, device)
+    pool = Pool(args.db or default_pool_dir(profile), profile)
+    pool._writable()
+    pre = Preprocessor(profile, pool, args.pretrained_db or default_pretrained_dir(profile),
+                       data_root=args.data_root, download=args.download, batch_size=batch_size,
+                       budgets=budgets, device=device, amp=amp, seed=args.seed)
+    print(f"PoE preprocessing: {profile.title}, device {device}, amp {amp}, batch {batch_size}, "
+          f"pool {pool.root}")
+
+    oracle_cache = {}
+
+    def oracle():
+        if "oracle" not in oracle_cache:
+            oracle_cache["oracle"] = pre.oracle(force="oracle" in args.force)
+        return oracle_cache["oracle"]
+
+    if args.library_from:
+        if not pool.has_library() or "library" in args.force:
+            pre.import_library(Pool(args.library_from, profile))
+        else:
+            print(f"[library] {pool.library_path} exists; skipping --library_from (use --force library)")
+    elif not pool.has_library() or "library" in args.force or "oracle" in args.force:
+        pre.library(oracle, force="library" in args.force or "oracle" in args.force)
+    else:
+        print(f"[library] using {pool.library_path}")
+
+    todo = tasks if "experts" in args.force else pre.stale_or_missing(tasks, args.expert_loss, args.teacher)
+    done = [t for t in tasks if t not in todo]
+    if done:
+        print(f"[experts] already in the pool: {', '.join(done)}")
+    if todo:
+        pre.experts(todo, args.expert_loss, args.teacher, oracle)
+    print(f"pool ready: {pool.root} ({len(pool.experts_available())} experts)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

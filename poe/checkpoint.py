@@ -1,0 +1,78 @@
+"""Checkpoint files: written atomically, read with weights_only=True and clear errors.
+
+Our files are dicts {"format": "poe", "kind", "state_dict", "meta"} so a model can be rebuilt
+and checked (dataset, architecture, classes) from the file alone; the authors' files are plain
+state_dicts.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .errors import PoEError
+
+FORMAT = "poe"
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise PoEError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise PoEError(f"cannot read checkpoint {path} (truncated, or not a PyTorch file): {first}") from None
+
+
+def make(kind: str, model: nn.Module, **meta) -> dict:
+    meta.setdefault("date", datetime.datetime.now().isoformat(timespec="seconds"))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"format": FORMAT, "kind": kind, "state_dict": state, "meta": meta}
+
+
+def state_and_meta(obj, path, kind: str) -> tuple[dict, dict]:
+    """Accept our checkpoint dict of the right kind, or a plain state_dict (authors' layout)."""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("kind") != kind:
+            raise PoEError(f"{path} holds a {obj.get('kind')!r} checkpoint, expected {kind!r}")
+        return obj["state_dict"], obj.get("meta", {})
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise PoEError(f"{path} is not a PoE checkpoint or a state_dict")
+
+
+def load_into(model: nn.Module, state: dict, path, what: str) -> nn.Module:
+    """strict load with one readable line on mismatch (missing/unexpected keys, wrong shapes)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+            if items:
+                parts.append(f"{label}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}")
+        raise PoEError(f"{path} does not fit the {what}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,139 @@
+"""The pool store: one folder holding a library and its experts (the paper's model DB).
+
+Our layout (DB_PoE/<dataset>/):
+    library.pt             the library (front of the library student)
+    student_head.pt        the rest of the library student (to use it as a teacher, or score it)
+    experts/<task>.pt      one expert per primitive task
+    manifest.json          what the folder holds, for people and scripts
+The authors' published layout is recognised too (read-only):
+    Library/library_<tag>.pt, Experts/expert_<task>.pt, student_for_library/classifier_<tag>.pt
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch.nn as nn
+
+from . import checkpoint
+from .errors import PoEError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class Pool:
+    def __init__(self, root: str | Path, profile):
+        self.root, self.profile = Path(root), profile
+        self.layout = "authors" if (self.root / "Library").is_dir() or (self.root / "Experts").is_dir() else "poe"
+
+    # -- where things are -------------------------------------------------------------------
+    @property
+    def library_path(self) -> Path:
+        if self.layout == "authors":
+            return self.root / self.profile.authors_files["library"]
+        return self.root / "library.pt"
+
+    @property
+    def student_head_path(self) -> Path:
+        if self.layout == "authors":
+            return self.root / self.profile.authors_files["student_head"]
+        return self.root / "student_head.pt"
+
+    def expert_path(self, task: str) -> Path:
+        if self.layout == "authors":
+            return self.root / "Experts" / f"expert_{task}.pt"
+        return self.root / "experts" / f"{task}.pt"
+
+    def has_library(self) -> bool:
+        return self.library_path.is_file()
+
+    def has_expert(self, task: str) -> bool:
+        return self.expert_path(task).is_file()
+
+    def experts_available(self) -> list[str]:
+        return [t for t in self.profile.hierarchy if self.has_expert(t)]
+
+    # -- reading ----------------------------------------------------------------------------
+    def _load(self, model: nn.Module, path: Path, kind: str, what: str) -> tuple[nn.Module, dict]:
+        state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, kind)
+        if meta.get("dataset", self.profile.name) != self.profile.name:
+            raise PoEError(f"{path} was built for dataset {meta['dataset']!r}, not {self.profile.name!r}")
+        checkpoint.load_into(model, state, path, what)
+        return model.eval(), meta
+
+    def load_library(self) -> nn.Module:
+        if not self.has_library():
+            raise PoEError(f"no library in {self.root} (expected {self.library_path}); "
+                           f"build it with: python Run_preprocessing.py --dataset {self.profile.name}")
+        return self._load(self.profile.architecture.library(), self.library_path, "library", "library")[0]
+
+    def load_student_head(self) -> nn.Module:
+        if not self.student_head_path.is_file():
+            raise PoEError(f"no library-student classifier in {self.root} (expected {self.student_head_path})")
+        arch = self.profile.architecture
+        return self._load(arch.student_head(), self.student_head_path, "student_head", "library student's classifier")[0]
+
+    def load_expert(self, task: str) -> nn.Module:
+        classes = self.profile.hierarchy[task]
+        if not self.has_expert(task):
+            raise PoEError(
+                f"the pool {self.root} has no expert for {task!r}; build it with: python Run_preprocessing.py "
+                f"--dataset {self.profile.name} --db {self.root} --tasks {task}")
+        model, meta = self._load(self.profile.architecture.expert(len(classes)), self.expert_path(task),
+                                 "expert", f"expert for {task!r} ({len(classes)} classes)")
+        if "classes" in meta and list(meta["classes"]) != classes:
+            raise PoEError(f"{self.expert_path(task)} was trained for classes {meta['classes']}, "
+                           f"but {task!r} has classes {classes}")
+        return model
+
+    def manifest(self) -> dict:
+        path = self.root / "manifest.json"
+        if self.layout == "poe" and path.is_file():
+            with open(path) as f:
+                return json.load(f)
+        return {"dataset": self.profile.name, "layout": self.layout, "library": None, "experts": {}}
+
+    # -- writing (our layout only) ----------------------------------------------------------
+    def _writable(self) -> None:
+        if self.layout != "poe":
+            raise PoEError(f"{self.root} is in the authors' published layout, which is read-only here; "
+                           "pass --db with a folder of your own")
+
+    def _save(self, path: Path, kind: str, model: nn.Module, meta: dict) -> None:
+        self._writable()
+        checkpoint.atomic_save(checkpoint.make(kind, model, dataset=self.profile.name, **meta), path)
+
+    def save_library(self, model: nn.Module, **meta) -> None:
+        self._save(self.library_path, "library", model, meta)
+        self._update_manifest(library={"file": "library.pt", **_plain(meta)})
+
+    def save_student_head(self, model: nn.Module, **meta) -> None:
+        self._save(self.student_head_path, "student_head", model, meta)
+
+    def save_expert(self, task: str, model: nn.Module, **meta) -> None:
+        meta = {"task": task, "classes": self.profile.hierarchy[task], **meta}
+        self._save(self.expert_path(task), "expert", model, meta)
+        entry = {"file": f"experts/{task}.pt", **_plain(meta)}
+        self._update_manifest(expert=(task, entry))
+
+    def _update_manifest(self, library=None, expert=None) -> None:
+        m = self.manifest()
+        m["dataset"], m["layout"] = self.profile.name, "poe"
+        if library is not None:
+            m["library"] = library
+        if expert is not None:
+            m.setdefault("experts", {})[expert[0]] = expert[1]
+        atomic_write_text(self.root / "manifest.json", json.dumps(m, indent=1, sort_keys=True) + "\n")
+
+
+def _plain(meta: dict) -> dict:
+    """Manifest entries: JSON-able metadata only."""
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}

@@ -1,0 +1,237 @@
+"""Preprocessing: Oracle -> library student -> library + experts, stored in the model DB.
+
+Each stage is skipped when its result is already in the DB (unless forced) and resumes from its
+last epoch after an interruption. Called by Run_preprocessing.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint
+from .errors import PoEError
+from .evaluate import expert_logits, predict
+from .losses import ExpertLoss, SoftLoss
+from .metrics import accuracy_pct
+from .pool import Pool
+from .profiles import Budget, Profile
+from .train import fit, frozen
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_pool_dir(profile: Profile) -> Path:
+    return PROJECT_ROOT / "DB_PoE" / profile.name
+
+
+def default_pretrained_dir(profile: Profile) -> Path:
+    return PROJECT_ROOT / "DB_pretrained" / profile.name
+
+
+def library_fingerprint(library: nn.Module) -> str:
+    """Short hash of the library's weights: experts record it, so an expert trained on another
+    library is noticed instead of silently giving wrong logits."""
+    h = hashlib.sha256()
+    for key, value in sorted(library.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class LibraryStudentTeacher(nn.Module):
+    """The library student used as the experts' teacher: library + its own classifier head."""
+
+    def __init__(self, library: nn.Module, head: nn.Module):
+        super().__init__()
+        self.library, self.head = library, head
+
+    def forward(self, x):
+        return self.head(self.library(x))
+
+
+class Preprocessor:
+    """Holds the run's settings; each method is one stage."""
+
+    def __init__(self, profile: Profile, pool: Pool, pretrained_dir: Path, *, data_root, download: bool,
+                 batch_size: int, budgets: dict[str, Budget], device: torch.device, amp: str, seed: int):
+        self.profile, self.pool, self.pretrained_dir = profile, pool, Path(pretrained_dir)
+        self.data_root, self.download = data_root, download
+        self.batch_size, self.budgets = batch_size, budgets
+        self.device, self.amp, self.seed = device, amp, seed
+        self._data = None
+
+    # -- data (loaded once, only if some stage trains) ------------------------------------------
+    @property
+    def data(self):
+        if self._data is None:
+            self._data = self.profile.load(self.data_root, self.download)
+        return self._data
+
+    def train_loader(self):
+        return self.profile.train_loader(self.data[0], self.batch_size, self.seed)
+
+    def test_loader(self):
+        return self.profile.eval_loader(self.data[1])
+
+    def _signature(self, stage: str, **extra) -> dict:
+        b = self.budgets[stage]
+        return {"stage": stage, "dataset": self.profile.name, "epochs": b.epochs, "lr": b.lr,
+                "milestones": list(b.milestones), "batch_size": self.batch_size, "seed": self.seed, **extra}
+
+    def _budget_meta(self, stage: str) -> dict:
+        b = self.budgets[stage]
+        return {"epochs": b.epochs, "lr": b.lr, "milestones": list(b.milestones), "batch_size": self.batch_size}
+
+    # -- stage 1: Oracle -------------------------------------------------------------------------
+    def oracle(self, force: bool = False) -> nn.Module:
+        arch = self.profile.architecture
+        path = self.pretrained_dir / "oracle.pt"
+        resume = self.pretrained_dir / "oracle.resume.pt"
+        model = arch.oracle()
+        if path.is_file() and not force:
+            state, _ = checkpoint.state_and_meta(checkpoint.read(path), path, "oracle")
+            print(f"[oracle] using {path}")
+            return checkpoint.load_into(model, state, path, "Oracle").to(self.device).eval()
+        if force:
+            resume.unlink(missing_ok=True)
+        torch.manual_seed(self.seed)
+        model = arch.oracle()
+        history = fit(model, lambda x, y: F.cross_entropy(model(x), y), self.train_loader(), self.budgets["oracle"],
+                      resume_path=resume, signature=self._signature("oracle"), device=self.device,
+                      amp=self.amp, desc="oracle")
+        acc = self._top1(model)
+        print(f"[oracle] test top-1 {acc:.2f}%")
+        checkpoint.atomic_save(checkpoint.make("oracle", model, dataset=self.profile.name,
+                                               architecture=arch.describe()["oracle"],
+                                               budget=self._budget_meta("oracle"), history=history,
+                                               metrics={"test_top1_pct": acc}), path)
+        resume.unlink(missing_ok=True)
+        return model.eval()
+
+    # -- stage 2: library student -> library + student head ----------------------------------------
+    def library(self, oracle_fn, force: bool = False) -> None:
+        arch = self.profile.architecture
+        path = self.pretrained_dir / "library_student.pt"
+        resume = self.pretrained_dir / "library_student.resume.pt"
+        student = arch.student()
+        if path.is_file() and not force:
+            state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, "library_student")
+            checkpoint.load_into(student, state, path, "library student")
+            print(f"[library] using the library student {path}")
+            acc = meta.get("metrics", {}).get("test_top1_pct")
+        else:
+            if force:
+                resume.unlink(missing_ok=True)
+            oracle = oracle_fn()
+            torch.manual_seed(self.seed + 1)
+            student = arch.student()
+            kd = SoftLoss(temperature=4.0)
+
+            def batch_loss(x, y):  # labels unused: the student learns from the Oracle alone
+                with frozen(oracle):
+                    target = oracle(x)
+                return kd(student(x), target)
+
+            history = fit(student, batch_loss, self.train_loader(), self.budgets["library"], resume_path=resume,
+                          signature=self._signature("library"), device=self.device, amp=self.amp,
+                          desc="library student")
+            acc = self._top1(student)
+            print(f"[library] library student test top-1 {acc:.2f}%")
+            checkpoint.atomic_save(checkpoint.make("library_student", student, dataset=self.profile.name,
+                                                   architecture=arch.describe()["library"],
+                                                   budget=self._budget_meta("library"), history=history,
+                                                   metrics={"test_top1_pct": acc}), path)
+            resume.unlink(missing_ok=True)
+        library_state, head_state = arch.split_student(student.state_dict())
+        library = arch.library()
+        library.load_state_dict(library_state)
+        head = arch.student_head()
+        head.load_state_dict(head_state)
+        meta = {"architecture": arch.describe()["library"], "student_test_top1_pct": acc,
+                "fingerprint": library_fingerprint(library)}
+        self.pool.save_student_head(head, **meta)
+        self.pool.save_library(library, **meta)
+        print(f"[library] saved to {self.pool.library_path}")
+
+    def import_library(self, source: Pool) -> None:
+        """Take the library (and the student's head, if there) from another pool, e.g. the authors'."""
+        library = source.load_library()
+        meta = {"source": str(source.library_path), "fingerprint": library_fingerprint(library)}
+        if source.student_head_path.is_file():
+            self.pool.save_student_head(source.load_student_head(), **meta)
+        self.pool.save_library(library, **meta)
+        print(f"[library] imported {source.library_path} into {self.pool.library_path}")
+
+    # -- stage 3: experts ---------------------------------------------------------------------------
+    def stale_or_missing(self, tasks: list[str], loss_kind: str, teacher_kind: str) -> list[str]:
+        """Tasks whose expert is absent, or was trained on another library / loss / teacher."""
+        fingerprint = self.pool.manifest().get("library", {}) or {}
+        fingerprint = fingerprint.get("fingerprint")
+        entries = self.pool.manifest().get("experts", {})
+        todo = []
+        for t in tasks:
+            e = entries.get(t)
+            if not self.pool.has_expert(t) or e is None or e.get("library") != fingerprint \
+                    or e.get("loss") != loss_kind or e.get("teacher") != teacher_kind:
+                todo.append(t)
+        return todo
+
+    def experts(self, tasks: list[str], loss_kind: str, teacher_kind: str, oracle_fn) -> dict[str, float]:
+        arch, hierarchy = self.profile.architecture, self.profile.hierarchy
+        library = self.pool.load_library().to(self.device)
+        fingerprint = library_fingerprint(library)
+        if teacher_kind == "oracle":
+            teacher = oracle_fn()
+            teacher_from_features = None
+        else:
+            head = self.pool.load_student_head().to(self.device)
+            teacher = LibraryStudentTeacher(library, head)
+            teacher_from_features = head  # the teacher shares the library: reuse its features
+        torch.manual_seed(self.seed + 2)
+        experts = nn.ModuleDict({t: arch.expert(len(hierarchy[t])) for t in tasks})
+        columns = {t: torch.tensor(hierarchy[t], device=self.device) for t in tasks}
+        loss_fn = ExpertLoss(loss_kind, temperature=4.0, alpha=0.3)
+
+        def batch_loss(x, y):  # labels unused: every expert sees the whole training set
+            with frozen(library, teacher):
+                features = library(x)
+                logits = teacher_from_features(features) if teacher_from_features is not None else teacher(x)
+            return {t: loss_fn(experts[t](features), logits[:, columns[t]]) for t in tasks}
+
+        resume = self.pool.root / "experts.resume.pt"
+        signature = self._signature("expert", tasks=tasks, loss=loss_kind, teacher=teacher_kind, library=fingerprint)
+        history = fit(experts, batch_loss, self.train_loader(), self.budgets["expert"], resume_path=resume,
+                      signature=signature, device=self.device, amp=self.amp, desc=f"{len(tasks)} experts")
+        scores = self._own_class_accuracy(library, experts)
+        for t in tasks:
+            per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{t}", "loss")}
+                        for h in history]
+            self.pool.save_expert(t, experts[t].cpu(), loss=loss_kind, teacher=teacher_kind, library=fingerprint,
+                                  budget=self._budget_meta("expert"), history=per_task,
+                                  metrics={"own_classes_top1_pct": scores[t]})
+            print(f"[experts] {t}: {scores[t]:.2f}% on its own classes -> {self.pool.expert_path(t)}")
+        resume.unlink(missing_ok=True)
+        return scores
+
+    # -- scores (reported, never used to pick a checkpoint) -------------------------------------------
+    def _top1(self, model) -> float:
+        logits, labels = predict(model, self.test_loader(), self.device, self.amp, desc="test")
+        return accuracy_pct(logits.argmax(1), labels)
+
+    def _own_class_accuracy(self, library, experts) -> dict[str, float]:
+        hierarchy = self.profile.hierarchy
+        classes = sorted(c for t in experts for c in hierarchy[t])
+        loader = self.profile.eval_loader(self.data[1].subset(classes))
+        logits, labels = expert_logits(library, dict(experts), loader, self.device, self.amp, desc="test")
+        scores = {}
+        for t in experts:
+            ids = torch.tensor(hierarchy[t])
+            mask = torch.isin(labels, ids)
+            pred = ids[logits[t][mask].argmax(1)]
+            scores[t] = accuracy_pct(pred, labels[mask])
+        return scores

@@ -1,0 +1,105 @@
+"""Dataset profiles: what is particular to a dataset, and the registry `--dataset` reads.
+
+A profile folder (CIFAR100/, Demo/, ...) exposes `PROFILE`, a `Profile` saying: its classes and
+primitive tasks (hierarchy), the paper's default tasks, networks, training budgets, how to load
+its data and how to batch it. Everything else (training, consolidation, the pool, metrics) is
+shared code in this package.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .data import ArrayLoader
+from .errors import PoEError
+
+# --dataset name -> profile package (a folder at the project root).
+REGISTRY = {"cifar100": "CIFAR100", "demo": "Demo"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """SGD schedule of one stage: `epochs`, learning rate, ×`gamma` at each milestone epoch."""
+
+    epochs: int
+    lr: float
+    milestones: tuple[int, ...]
+    gamma: float = 0.1
+
+    def with_epochs(self, epochs: int) -> "Budget":
+        """The same schedule squeezed or stretched to `epochs` (milestones scaled in proportion)."""
+        if epochs == self.epochs:
+            return self
+        if epochs < 1:
+            raise PoEError(f"epochs must be at least 1, got {epochs}")
+        milestones = tuple(sorted({max(1, round(m * epochs / self.epochs)) for m in self.milestones}))
+        return Budget(epochs, self.lr, tuple(m for m in milestones if m < epochs) or (), self.gamma)
+
+    def with_lr(self, lr: float | None) -> "Budget":
+        return self if lr is None else Budget(self.epochs, lr, self.milestones, self.gamma)
+
+
+@dataclass
+class Profile:
+    name: str                          # the --dataset value
+    title: str
+    class_names: list[str]             # index = global class id
+    hierarchy: dict[str, list[int]]    # primitive task -> sorted class ids
+    default_tasks: list[str]           # the paper's tasks
+    architecture: object               # see poe.networks
+    budgets: dict[str, Budget]         # "oracle", "library", "expert"
+    batch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_padding: int
+    image_size: int                    # square input side the networks take
+    load: Callable                     # (data_root, download) -> (train, test)
+    data_hint: str                     # one line: where the data goes
+    authors_files: dict[str, str] = field(default_factory=dict)  # authors' published layout
+    task_aliases: dict[str, str] = field(default_factory=dict)
+    amp_default: str = "none"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.image_size, self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def train_loader(self, data, batch_size: int, seed: int = 0):
+        return ArrayLoader(data, batch_size, self.mean, self.std, train=True,
+                           pad=self.crop_padding, seed=seed)
+
+    def eval_loader(self, data, batch_size: int = 500):
+        return ArrayLoader(data, batch_size, self.mean, self.std, train=False)
+
+    def resolve_task(self, name: str) -> str:
+        name = self.task_aliases.get(name, name)
+        if name not in self.hierarchy:
+            raise PoEError(f"unknown task {name!r} for {self.name}; valid tasks: {', '.join(self.hierarchy)}")
+        return name
+
+    def resolve_tasks(self, names, what: str = "task list") -> list[str]:
+        if not names:
+            raise PoEError(f"empty {what}: name at least one of {', '.join(self.hierarchy)}")
+        tasks = [self.resolve_task(n) for n in names]
+        dupes = sorted({t for t in tasks if tasks.count(t) > 1})
+        if dupes:
+            raise PoEError(f"{what} names {', '.join(dupes)} more than once")
+        return tasks
+
+
+def read_hierarchy(path: Path) -> tuple[list[str], dict[str, list[int]]]:
+    with open(path) as f:
+        d = json.load(f)
+    return d["class_names"], {k: sorted(v) for k, v in d["tasks"].items()}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in REGISTRY:
+        raise PoEError(f"unknown dataset {name!r}; choose from {', '.join(REGISTRY)}")
+    return importlib.import_module(REGISTRY[name]).PROFILE

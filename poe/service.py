@@ -1,0 +1,71 @@
+"""The service: answer a query (a set of primitive tasks) with a task model, and report on it."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .consolidate import TaskModel, consolidate
+from .errors import PoEError
+from .evaluate import predict
+from .metrics import accuracy_pct, count_flops, count_params, error_breakdown
+from .pool import Pool
+
+
+def build_task_model(pool: Pool, tasks: list[str]) -> tuple[TaskModel, float]:
+    """Load the library and the queried experts from the DB and consolidate them.
+
+    Returns (model, milliseconds from query to model ready, reading the files included)."""
+    tic = time.perf_counter()
+    for t in tasks:  # check all before loading anything, to name every missing expert at once
+        if not pool.has_expert(t):
+            missing = [t for t in tasks if not pool.has_expert(t)]
+            raise PoEError(
+                f"the pool {pool.root} has no expert for {', '.join(missing)}; build with: python "
+                f"Run_preprocessing.py --dataset {pool.profile.name} --db {pool.root} --tasks {' '.join(missing)}")
+    library = pool.load_library()
+    experts = {t: pool.load_expert(t) for t in tasks}
+    model = consolidate(library, experts, pool.profile.hierarchy)
+    return model, 1000.0 * (time.perf_counter() - tic)
+
+
+def evaluate_task_model(model: TaskModel, profile, test, device="cpu", amp="none") -> dict:
+    """Accuracy and cross-expert errors on the test images of the model's classes."""
+    class_ids = model.class_ids.tolist()
+    logits, labels = predict(model.to(device), profile.eval_loader(test.subset(class_ids)), device, amp,
+                             desc="evaluating")
+    pred = model.class_ids.cpu()[logits.argmax(1)]
+    class_to_task = {c: t for t, classes in zip(model.tasks, model.expert_classes) for c in classes}
+    return {"images": len(labels), "accuracy_pct": accuracy_pct(pred, labels),
+            **error_breakdown(pred, labels, class_to_task)}
+
+
+def describe(model: TaskModel, profile, input_shape) -> dict:
+    return {"tasks": list(model.tasks), "num_classes": len(model.class_ids),
+            "class_ids": model.class_ids.tolist(),
+            "class_names": [profile.class_names[c] for c in model.class_ids.tolist()],
+            "params": count_params(model), "flops": count_flops(model, input_shape)}
+
+
+def export(model: TaskModel, profile, input_shape, path: str | Path) -> None:
+    """A torch.export program (.pt2): plain `torch.export.load(path).module()` runs it, with no
+    code of this project. Class ids/names ride along as the extra file 'poe_classes.json'."""
+    path = Path(path)
+    model = model.cpu().eval()
+    example = (torch.zeros((2, *input_shape)),)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
+    info = {"tasks": list(model.tasks), "class_ids": model.class_ids.tolist(),
+            "class_names": [profile.class_names[c] for c in model.class_ids.tolist()],
+            "input": {"shape": ["batch", *input_shape], "mean": list(profile.mean), "std": list(profile.std),
+                      "pixels": "RGB scaled to [0, 1], then (x - mean) / std per channel"},
+            "output": "logits; column j is class class_ids[j]"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")  # keeps the .pt2 ending torch.export expects
+    try:
+        torch.export.save(program, tmp, extra_files={"poe_classes.json": json.dumps(info)})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
