@@ -1,0 +1,109 @@
+"""Bad input: one clear `error:` line on stderr, a non-zero exit, nothing half-written."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import Run_preprocessing
+import Run_Service
+from conftest import ROOT
+from Demo import PROFILE
+from poe.cli import run
+from poe.pool import Pool
+
+
+@pytest.fixture
+def pool_dir(tmp_path):
+    """A demo pool with random-init library and experts (no training needed for these tests)."""
+    pool = Pool(tmp_path / "pool", PROFILE)
+    arch = PROFILE.architecture
+    pool.save_library(arch.library())
+    for task in ("disks", "rings"):
+        pool.save_expert(task, arch.expert(len(PROFILE.hierarchy[task])))
+    return pool.root
+
+
+def service(argv, capsys):
+    code = run(Run_Service.main, argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_unknown_task_lists_the_valid_ones(pool_dir, capsys):
+    code, _, err = service(["--dataset", "demo", "--db", str(pool_dir), "--queriedTask", "dragons"], capsys)
+    line = one_error_line(err)
+    assert code == 2 and "dragons" in line and "disks" in line and "blobs" in line
+
+
+def test_duplicate_and_empty_queries(pool_dir, capsys):
+    code, _, err = service(["--dataset", "demo", "--db", str(pool_dir), "--queriedTask", "disks", "disks"], capsys)
+    assert code == 2 and "more than once" in one_error_line(err)
+    code, _, err = service(["--dataset", "demo", "--db", str(pool_dir), "--queriedTask"], capsys)
+    assert code == 2 and "empty" in one_error_line(err)
+
+
+def test_task_without_expert_says_how_to_build_it(pool_dir, capsys, tmp_path):
+    report = tmp_path / "r.json"
+    code, _, err = service(["--dataset", "demo", "--db", str(pool_dir), "--queriedTask", "disks", "blobs",
+                            "--json", str(report)], capsys)
+    line = one_error_line(err)
+    assert code == 2 and "blobs" in line and "Run_preprocessing.py" in line and "--tasks blobs" in line
+    assert not report.exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "no library in"),
+    ("truncated", "truncated"),
+    ("foreign", "not a PoE checkpoint"),
+    ("wrong_shape", "wrong shapes"),
+    ("wrong_kind", "expected 'expert'"),
+])
+def test_bad_checkpoints(pool_dir, capsys, damage, message):
+    path = pool_dir / "experts" / "disks.pt"
+    if damage == "missing":
+        path = pool_dir / "library.pt"
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "foreign":
+        torch.save({"weights": [1, 2, 3]}, path)
+    elif damage == "wrong_shape":
+        torch.save(PROFILE.architecture.expert(7).state_dict(), path)  # a plain state_dict, 7 classes
+    elif damage == "wrong_kind":
+        Pool(pool_dir, PROFILE)._save(path, "library", PROFILE.architecture.library(), {})
+    code, _, err = service(["--dataset", "demo", "--db", str(pool_dir), "--queriedTask", "disks", "rings",
+                            "--no-eval"], capsys)
+    assert code == 2 and message in one_error_line(err)
+
+
+def test_missing_data(capsys, tmp_path):
+    code = run(Run_preprocessing.main, ["--dataset", "cifar100", "--data_root", str(tmp_path),
+                                        "--db", str(tmp_path / "pool"), "--pretrained_db", str(tmp_path / "pre")])
+    err = capsys.readouterr().err
+    assert code == 2 and "CIFAR-100 not found" in one_error_line(err)
+    assert not (tmp_path / "pre" / "oracle.pt").exists()
+
+
+def test_list_works_without_data_and_marks_experts(pool_dir, capsys):
+    code, out, _ = service(["--dataset", "demo", "--db", str(pool_dir), "--list"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and [line.split()[0] for line in lines] == list(PROFILE.hierarchy)
+    assert lines[0].split()[1] == "expert" and lines[1].split()[1] == "no-expert"
+
+
+def test_cifar_list_without_data(capsys, tmp_path):
+    code, out, _ = service(["--dataset", "cifar100", "--db", str(tmp_path), "--list"], capsys)
+    assert code == 0 and len(out.splitlines()) == 20 and "medium-sized_mammals" in out
+
+
+def test_entry_point_exit_status_and_stderr(pool_dir):
+    proc = subprocess.run([sys.executable, str(ROOT / "Run_Service.py"), "--dataset", "demo", "--db", str(pool_dir),
+                           "--queriedTask", "nope"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and one_error_line(proc.stderr).startswith("error: unknown task")
