@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-from poe.cli import add_common_args, run, setup_torch
+from poe.cli import add_common_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.pool import Pool, atomic_write_text
 from poe.preprocess import default_pool_dir
-from poe.profiles import get_profile
 from poe.service import build_task_model, describe, evaluate_task_model, export
 from poe.train import pick_amp, pick_device
 
@@ -50,7 +49,7 @@ def list_tasks(profile, pool: Pool) -> None:
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
     setup_torch(args)
-    profile = get_profile(args.dataset)
+    profile = profile_from_args(args)
     pool = Pool(args.db or default_pool_dir(profile), profile)
     if args.list:
         list_tasks(profile, pool)

@@ -16,12 +16,11 @@ again.
 import argparse
 from pathlib import Path
 
-from poe.cli import add_common_args, run, setup_torch
+from poe.cli import add_common_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.pool import Pool
 from poe.preprocess import Preprocessor, default_pool_dir, default_pretrained_dir
-from poe.profiles import get_profile
 from poe.train import pick_amp, pick_device
 
 STAGES = ("oracle", "library", "experts")
@@ -33,7 +32,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     p.add_argument("--pretrained_db", "--pretrained-db", default=None,
                    help="folder for the Oracle and library-student checkpoints; default DB_pretrained/<dataset>")
-    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
+    p.add_argument("--download", action="store_true",
+                   help="download the dataset, and pretrained weights (imagenet), if missing (needs a network)")
+    p.add_argument("--weights", nargs="+", default=[], metavar="KIND=PATH",
+                   help="imagenet: local files of the pretrained networks, e.g. oracle=wide_resnet101_2.pth "
+                        "student=mobilenet_v2.pth (default: torchvision's cache, $TORCH_HOME/hub/checkpoints)")
     p.add_argument("--tasks", nargs="+", default=None,
                    help="primitive tasks to build experts for (default: the paper's; 'all' for every one)")
     p.add_argument("--expert-loss", "--expert_loss", dest="expert_loss", default="soft+scale", choices=EXPERT_LOSSES,
@@ -53,15 +56,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_weights(items: list[str], profile) -> dict[str, str]:
+    """--weights oracle=PATH student=PATH -> {"oracle": PATH, ...}, for profiles with pretrained networks."""
+    if items and not getattr(profile.architecture, "pretrained", False):
+        raise PoEError(f"--weights applies to datasets whose networks come pretrained (imagenet), not {profile.name}")
+    weights = {}
+    for item in items:
+        kind, _, path = item.partition("=")
+        if kind not in ("oracle", "student") or not path:
+            raise PoEError(f"--weights takes oracle=PATH and/or student=PATH, got {item!r}")
+        weights[kind] = path
+    return weights
+
+
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
     setup_torch(args)
-    profile = get_profile(args.dataset)
+    profile = profile_from_args(args)
     if args.tasks == ["all"]:
         args.tasks = list(profile.hierarchy)
     tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+    for stage in ("oracle", "library", "expert"):
+        if stage not in profile.budgets and (getattr(args, f"epochs_{stage}") or getattr(args, f"lr_{stage}")):
+            raise PoEError(f"{profile.name}'s {stage} comes pretrained: --epochs_{stage}/--lr_{stage} do not apply")
     budgets = {stage: profile.budgets[stage].with_epochs(getattr(args, f"epochs_{stage}") or profile.budgets[stage].epochs)
-               .with_lr(getattr(args, f"lr_{stage}")) for stage in ("oracle", "library", "expert")}
+               .with_lr(getattr(args, f"lr_{stage}")) for stage in profile.budgets}
+    weights = parse_weights(args.weights, profile)
     batch_size = args.batch_size or profile.batch_size
     if batch_size < 1:
         raise PoEError("--batch_size must be positive")
@@ -71,7 +91,7 @@ def main(argv=None) -> None:
     pool._writable()
     pre = Preprocessor(profile, pool, args.pretrained_db or default_pretrained_dir(profile),
                        data_root=args.data_root, download=args.download, batch_size=batch_size,
-                       budgets=budgets, device=device, amp=amp, seed=args.seed)
+                       budgets=budgets, device=device, amp=amp, seed=args.seed, weights=weights)
     print(f"PoE preprocessing: {profile.title}, device {device}, amp {amp}, batch {batch_size}, "
           f"pool {pool.root}")
 

@@ -7,15 +7,16 @@ import sys
 import torch
 
 from .errors import PoEError
-from .profiles import REGISTRY
+from .profiles import REGISTRY, get_profile
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="cifar100", choices=sorted(REGISTRY),
                         help="dataset profile (default: cifar100; 'demo' is a small synthetic set generated "
-                             "offline in seconds)")
+                             "offline in seconds; tinyimagenet; imagenet)")
     parser.add_argument("--data_root", "--data-root", default="data",
-                        help="folder holding the dataset (cifar100: DIR/cifar-100-python/); default ./data")
+                        help="folder holding the dataset (cifar100: DIR/cifar-100-python/; tinyimagenet: "
+                             "DIR/tiny-imagenet-200/ as downloaded; imagenet: DIR/{train,val}/<wnid>/); default ./data")
     parser.add_argument("--db", default=None,
                         help="pool folder (library + experts); default DB_PoE/<dataset>. A folder in the "
                              "authors' published layout (Library/, Experts/, student_for_library/) is read too")
@@ -24,6 +25,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="bf16 autocast: 'auto' uses it where the hardware is fast at it; default: the "
                              "profile's (none for the paper's datasets, auto for demo)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--task_file", "--task-file", default=None, metavar="PATH",
+                        help="your own primitive tasks, added to the dataset's and made the default tasks: JSON "
+                             "{\"task\": [class, ...]} or lines 'task: class, class' (class = id, name or wnid)")
+
+
+def profile_from_args(args):
+    """The --dataset profile, with the --task_file tasks added when given."""
+    profile = get_profile(args.dataset)
+    return profile.with_task_file(args.task_file) if args.task_file else profile
 
 
 def setup_torch(args) -> None:

@@ -58,8 +58,10 @@ class Preprocessor:
     """Holds the run's settings; each method is one stage."""
 
     def __init__(self, profile: Profile, pool: Pool, pretrained_dir: Path, *, data_root, download: bool,
-                 batch_size: int, budgets: dict[str, Budget], device: torch.device, amp: str, seed: int):
+                 batch_size: int, budgets: dict[str, Budget], device: torch.device, amp: str, seed: int,
+                 weights: dict[str, str] | None = None):
         self.profile, self.pool, self.pretrained_dir = profile, pool, Path(pretrained_dir)
+        self.weights = weights or {}  # pretrained architectures: kind -> local weights file
         self.data_root, self.download = data_root, download
         self.batch_size, self.budgets = batch_size, budgets
         self.device, self.amp, self.seed = device, amp, seed
@@ -90,6 +92,8 @@ class Preprocessor:
     # -- stage 1: Oracle -------------------------------------------------------------------------
     def oracle(self, force: bool = False) -> nn.Module:
         arch = self.profile.architecture
+        if getattr(arch, "pretrained", False):  # e.g. ImageNet: torchvision's weights, not trained here
+            return arch.load_pretrained("oracle", self.weights.get("oracle"), self.download).to(self.device).eval()
         path = self.pretrained_dir / "oracle.pt"
         resume = self.pretrained_dir / "oracle.resume.pt"
         model = arch.oracle()
@@ -124,6 +128,9 @@ class Preprocessor:
             checkpoint.load_into(student, state, path, "library student")
             print(f"[library] using the library student {path}")
             acc = meta.get("metrics", {}).get("test_top1_pct")
+        elif getattr(arch, "pretrained", False):
+            student = arch.load_pretrained("student", self.weights.get("student"), self.download)
+            acc = None  # not scored here: the weights' publisher reports it
         else:
             if force:
                 resume.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ shared code in this package.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ from typing import Callable
 
 from .data import ArrayLoader
 from .errors import PoEError
+from .task_file import read_task_file
 
 # --dataset name -> profile package (a folder at the project root).
-REGISTRY = {"cifar100": "CIFAR100", "demo": "Demo"}
+REGISTRY = {"cifar100": "CIFAR100", "demo": "Demo", "tinyimagenet": "TinyImageNet", "imagenet": "ImageNet"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Profile:
     authors_files: dict[str, str] = field(default_factory=dict)  # authors' published layout
     task_aliases: dict[str, str] = field(default_factory=dict)
     amp_default: str = "none"
+    wnids: list[str] = field(default_factory=list)  # ImageNet synset ids of the classes, where they have them
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -91,6 +94,12 @@ class Profile:
         if dupes:
             raise PoEError(f"{what} names {', '.join(dupes)} more than once")
         return tasks
+
+    def with_task_file(self, path) -> "Profile":
+        """This profile with the user's own primitive tasks from `path` (see poe/task_file.py) added
+        to its hierarchy; they become the default tasks."""
+        tasks = read_task_file(path, self.class_names, self.wnids, self.hierarchy)
+        return dataclasses.replace(self, hierarchy={**self.hierarchy, **tasks}, default_tasks=list(tasks))
 
 
 def read_hierarchy(path: Path) -> tuple[list[str], dict[str, list[int]]]:

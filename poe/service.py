@@ -25,6 +25,11 @@ def build_task_model(pool: Pool, tasks: list[str]) -> tuple[TaskModel, float]:
             raise PoEError(
                 f"the pool {pool.root} has no expert for {', '.join(missing)}; build with: python "
                 f"Run_preprocessing.py --dataset {pool.profile.name} --db {pool.root} --tasks {' '.join(missing)}")
+    hierarchy = pool.profile.hierarchy
+    for i, a in enumerate(tasks):  # user-defined tasks (--task_file) may share classes with others
+        for b in tasks[i + 1:]:
+            if set(hierarchy[a]) & set(hierarchy[b]):
+                raise PoEError(f"tasks {a} and {b} share classes; a query's tasks must be disjoint")
     library = pool.load_library()
     experts = {t: pool.load_expert(t) for t in tasks}
     model = consolidate(library, experts, pool.profile.hierarchy)

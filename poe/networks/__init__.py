@@ -6,10 +6,15 @@
   student_head()     the rest of the student (its classifier), kept to use the student as teacher
   expert(n)          an expert head for a task of n classes, on the library's features
   split_student(sd)  the student's state_dict -> (library state, head state)
+
+An architecture whose Oracle and student come pretrained (ImageNet: MobileNetV2Architecture) sets
+`pretrained = True` and provides load_pretrained(kind, path, download); preprocessing then loads
+them instead of training them.
 """
 from __future__ import annotations
 
 from .wrn import WideResNet, WRNConfig, WRNHead, WRNLibrary, split_state_dict
+from .mobilenet import MobileNetV2Architecture
 
 
 class WRNArchitecture:
@@ -46,4 +51,4 @@ class WRNArchitecture:
                 "expert": f"block3 width {self.expert_width} + BN + FC"}
 
 
-__all__ = ["WRNArchitecture", "WRNConfig", "WideResNet", "WRNLibrary", "WRNHead"]
+__all__ = ["WRNArchitecture", "MobileNetV2Architecture", "WRNConfig", "WideResNet", "WRNLibrary", "WRNHead"]
