@@ -8,6 +8,9 @@ parameters, FLOPs and the time to build it.
     python Run_Service.py --dataset cifar100 --db ../shared/reference/poe-authors/CIFAR100 \\
         --data_root ../shared/data --queriedTask people vehicles_1 --json out.json --export model.pt2
     python Run_Service.py --dataset cifar100 --list          # the primitive tasks, and which have experts
+    python Run_Service.py --dataset tinyimagenet --db ../shared/reference/poe-authors/TinyImageNet \
+        --data_root DIR --queriedTask canine feline bird
+    python Run_Service.py --dataset imagenet --data_root DIR --queriedTask bird_passerine bird_Etc1
 """
 import argparse
 import json

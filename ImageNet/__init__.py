@@ -10,7 +10,7 @@ Images are decoded per batch by DataLoader workers (the set does not fit in memo
 from pathlib import Path
 
 from poe.errors import PoEError
-from poe.folders import FolderDataset, FolderProfile, read_class_table, scan_class_folders
+from poe.folders import ClassFoldersDataset, FolderProfile, read_class_table
 from poe.networks import MobileNetV2Architecture
 from poe.profiles import Budget
 
@@ -25,16 +25,15 @@ def find_root(data_root) -> Path | None:
 
 
 def load(data_root, download=False):
-    """(train, val) FolderDatasets. Labels are the standard ids of the folders' wnids, so a copy
-    holding only some classes (e.g. the birds) works too."""
+    """(train, val), each listed when first used. Labels are the standard ids of the folders'
+    wnids, so a copy holding only some classes (e.g. the birds) works too."""
     root = find_root(data_root)
     if root is None:
         raise PoEError(f"ImageNet not found: expected {Path(data_root)}/{{train,val}}/<wnid>/*.JPEG (the ImageFolder "
                        "layout; val sorted into class folders). It cannot be downloaded automatically: get "
                        "ILSVRC-2012 from image-net.org")
     class_ids = {w: i for i, w in enumerate(WNIDS)}
-    return (FolderDataset(*scan_class_folders(root / "train", class_ids)),
-            FolderDataset(*scan_class_folders(root / "val", class_ids)))
+    return ClassFoldersDataset(root / "train", class_ids), ClassFoldersDataset(root / "val", class_ids)
 
 
 PROFILE = FolderProfile(

@@ -141,6 +141,29 @@ class FolderDataset(torch.utils.data.Dataset):
         return FolderDataset([self.paths[i] for i in keep], self.labels[mask])
 
 
+class ClassFoldersDataset(FolderDataset):
+    """A FolderDataset of a class-folder split (see scan_class_folders), listed when first needed:
+    ImageNet's train/ holds 1.28 M files, and the service reads only val/."""
+
+    def __init__(self, split: Path, class_ids: dict[str, int]):
+        self.split, self.class_ids = Path(split), class_ids
+        self._listing = None
+
+    def _listed(self) -> tuple[list[Path], torch.Tensor]:
+        if self._listing is None:
+            paths, labels = scan_class_folders(self.split, self.class_ids)
+            self._listing = paths, torch.as_tensor(labels, dtype=torch.int64)
+        return self._listing
+
+    @property
+    def paths(self) -> list[Path]:
+        return self._listed()[0]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._listed()[1]
+
+
 class _Transformed(torch.utils.data.Dataset):
     def __init__(self, data: FolderDataset, transform):
         self.data, self.transform = data, transform
