@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .errors import PoEError
 from .evaluate import expert_logits, predict
+from .extract import DEFAULT_VIEWS, Member, initial_expert, train_from_cache
 from .losses import ExpertLoss, SoftLoss
 from .metrics import accuracy_pct
 from .pool import Pool
@@ -59,8 +60,15 @@ class Preprocessor:
 
     def __init__(self, profile: Profile, pool: Pool, pretrained_dir: Path, *, data_root, download: bool,
                  batch_size: int, budgets: dict[str, Budget], device: torch.device, amp: str, seed: int,
-                 weights: dict[str, str] | None = None):
+                 weights: dict[str, str] | None = None, expert_source: str = "cache",
+                 cache_views: int = DEFAULT_VIEWS, cache_dir: str | Path | None = None, cache_dtype: str = "float16"):
         self.profile, self.pool, self.pretrained_dir = profile, pool, Path(pretrained_dir)
+        # Experts: "cache" trains them from stored library features + teacher logits of
+        # `cache_views` augmented views (poe.extract); "live" recomputes both every batch (the paper's code).
+        if expert_source not in ("cache", "live"):
+            raise PoEError(f"expert source must be 'cache' or 'live', got {expert_source!r}")
+        self.expert_source, self.cache_views, self.cache_dtype = expert_source, cache_views, cache_dtype
+        self.cache_dir = Path(cache_dir) if cache_dir else pool.root / "feature_cache"
         self.weights = weights or {}  # pretrained architectures: kind -> local weights file
         self.data_root, self.download = data_root, download
         self.batch_size, self.budgets = batch_size, budgets
@@ -188,7 +196,19 @@ class Preprocessor:
                 todo.append(t)
         return todo
 
+    def train_expert_pools(self, jobs: dict[str, tuple[Pool, list[str]]], teacher_kind: str,
+                           oracle_fn) -> dict[str, dict[str, float]]:
+        """Train, in ONE joint pass over the feature cache, the experts of several pools: `jobs` maps a
+        loss kind (soft | scale | soft+scale) to (pool to save into, tasks). Every pool must hold this
+        Preprocessor's library. Returns {kind: {task: accuracy on the task's own test classes}}."""
+        members = [Member(kind, t, pool) for kind, (pool, tasks) in jobs.items() for t in tasks]
+        scores = train_from_cache(self, members, teacher_kind, oracle_fn, views=self.cache_views,
+                                  cache_dir=self.cache_dir, cache_dtype=self.cache_dtype)
+        return {kind: {t: scores[(kind, t)] for t in tasks} for kind, (_, tasks) in jobs.items()}
+
     def experts(self, tasks: list[str], loss_kind: str, teacher_kind: str, oracle_fn) -> dict[str, float]:
+        if self.expert_source == "cache":
+            return self.train_expert_pools({loss_kind: (self.pool, tasks)}, teacher_kind, oracle_fn)[loss_kind]
         arch, hierarchy = self.profile.architecture, self.profile.hierarchy
         library = self.pool.load_library().to(self.device)
         fingerprint = library_fingerprint(library)
@@ -199,8 +219,8 @@ class Preprocessor:
             head = self.pool.load_student_head().to(self.device)
             teacher = LibraryStudentTeacher(library, head)
             teacher_from_features = head  # the teacher shares the library: reuse its features
-        torch.manual_seed(self.seed + 2)
-        experts = nn.ModuleDict({t: arch.expert(len(hierarchy[t])) for t in tasks})
+        # Initial weights depend only on (seed, task): the same as the cached path's (poe.extract).
+        experts = nn.ModuleDict({t: initial_expert(arch, len(hierarchy[t]), self.seed, t) for t in tasks})
         columns = {t: torch.tensor(hierarchy[t], device=self.device) for t in tasks}
         loss_fn = ExpertLoss(loss_kind, temperature=4.0, alpha=0.3)
 

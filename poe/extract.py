@@ -1,0 +1,168 @@
+"""Expert extraction from the feature cache: all requested experts — every task, and every loss
+variant when asked — trained jointly in one pass over cached library features and teacher logits.
+
+Per expert this is the paper's training: the same loss (L_soft, L_scale or L_soft + 0.3·L_scale on
+the teacher's logits of its classes), SGD with the same schedule (`poe.train.fit`), the same
+batches of 512 drawn from the whole training set, every image once per epoch. The differences are
+where the inputs come from (the cache: V stored augmented views, see poe.feature_cache) and that
+N experts run as one grouped network (poe.networks.grouped), which is exact. Each expert's initial
+weights depend only on (seed, task), so an expert starts the same whether it is trained alone,
+with other tasks, or once per loss variant (Table 6 then compares losses from the same start).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .errors import PoEError
+from .feature_cache import CACHE_DTYPES, CachedLoader, FeatureCache, bytes_per_view, data_fingerprint
+from .losses import EXPERT_LOSSES, ExpertLoss
+from .networks.grouped import GroupedWRNHeads, head_shape
+from .pool import Pool
+from .train import fit, frozen
+
+DEFAULT_VIEWS = 10
+
+
+@dataclass(frozen=True)
+class Member:
+    """One expert of the joint run: trained with loss `kind` for `task`, saved into `pool`."""
+
+    kind: str
+    task: str
+    pool: Pool
+
+
+def initial_expert(arch, num_classes: int, seed: int, task: str) -> nn.Module:
+    """An untrained expert whose weights depend only on (seed, task)."""
+    task_seed = int.from_bytes(hashlib.sha256(f"{seed}:{task}".encode()).digest()[:4], "little")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(task_seed)
+        return arch.expert(num_classes)
+
+
+class JointExperts(nn.Module):
+    """N experts as one module: WRN heads stacked as grouped convolutions (exact), any other
+    architecture kept as a list of separate modules. forward -> one logits tensor per expert."""
+
+    def __init__(self, experts: list[nn.Module]):
+        super().__init__()
+        shapes = [head_shape(e) for e in experts]
+        groupable = all(s is not None for s in shapes) and len({s[:4] for s in shapes}) == 1
+        self.grouped = GroupedWRNHeads.from_heads(experts) if groupable else None
+        self.separate = None if groupable else nn.ModuleList(experts)
+
+    def forward(self, features) -> list[torch.Tensor]:
+        if self.grouped is not None:
+            return self.grouped.split(self.grouped(features))
+        return [e(features) for e in self.separate]
+
+    def experts(self, factories) -> list[nn.Module]:
+        """The trained experts as separate modules (`factories[i]()` builds an empty expert i)."""
+        if self.grouped is None:
+            return list(self.separate)
+        out = []
+        for factory, state in zip(factories, self.grouped.state_dicts()):
+            expert = factory()
+            expert.load_state_dict(state)
+            out.append(expert)
+        return out
+
+
+def cache_key(pre, library_fp: str, teacher_kind: str, teacher_fp: str, dtype: str) -> dict:
+    p = pre.profile
+    return {"format": 1, "dataset": p.name, "data": data_fingerprint(pre.data[0]), "library": library_fp,
+            "teacher": f"{teacher_kind}:{teacher_fp}", "batch_size": pre.batch_size, "dtype": dtype,
+            "augment": {"crop_padding": p.crop_padding, "image_size": p.image_size, "mean": list(p.mean),
+                        "std": list(p.std)}}
+
+
+def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, views: int, cache_dir, dtype: str):
+    """The first `views` views of the training set in the cache (computed where missing)."""
+    cache = FeatureCache(cache_dir, key)
+    train = pre.data[0]
+    out = []
+    for k in range(views):
+        loader = pre.train_loader()
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(k)  # view k = the live loader's epoch k: same order, crops and flips
+        with frozen(library, teacher):
+            out.append(cache.ensure(pre.seed, k, loader, library, teacher, teacher_from_features, device=pre.device,
+                                    amp=pre.amp, dtype=dtype, num_images=len(train)))
+    size = sum(bytes_per_view(len(v), v.meta["feature_shape"], v.meta["num_classes"], dtype) for v in out)
+    print(f"[experts] feature cache: {views} view(s), {size / 1e9:.2f} GB in {cache.folder} "
+          f"(reused while library and teacher are unchanged; delete it to free the space)")
+    return out
+
+
+def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *, views: int = DEFAULT_VIEWS,
+                     cache_dir: str | Path, cache_dtype: str = "float16") -> dict[tuple[str, str], float]:
+    """Train every member jointly over the cached views; save each into its pool.
+
+    Returns {(kind, task): accuracy on the test images of the task's classes}."""
+    from .preprocess import library_fingerprint  # preprocess imports this module
+
+    if not members:
+        return {}
+    if cache_dtype not in CACHE_DTYPES:
+        raise PoEError(f"unknown cache dtype {cache_dtype!r}; choose from {', '.join(CACHE_DTYPES)}")
+    if views < 1:
+        raise PoEError(f"--cache_views must be at least 1, got {views}")
+    for m in members:
+        if m.kind not in EXPERT_LOSSES:
+            raise PoEError(f"unknown expert loss {m.kind!r}; choose from {', '.join(EXPERT_LOSSES)}")
+    arch, hierarchy, budget = pre.profile.architecture, pre.profile.hierarchy, pre.budgets["expert"]
+    library = pre.pool.load_library().to(pre.device)
+    fingerprint = library_fingerprint(library)
+    for pool in {m.pool.root: m.pool for m in members}.values():
+        if pool.root != pre.pool.root and library_fingerprint(pool.load_library()) != fingerprint:
+            raise PoEError(f"{pool.root} holds another library than {pre.pool.root}; import the same library first")
+
+    if teacher_kind == "oracle":
+        teacher, from_features = oracle_fn(), False
+    else:
+        teacher, from_features = pre.pool.load_student_head().to(pre.device), True
+    views = min(views, budget.epochs)  # a view no epoch reads is never computed
+    key = cache_key(pre, fingerprint, teacher_kind, library_fingerprint(teacher), cache_dtype)
+    cached = build_views(pre, library, teacher, from_features, key, views, cache_dir, cache_dtype)
+    del teacher  # not needed any more: training reads the cache
+
+    experts = [initial_expert(arch, len(hierarchy[m.task]), pre.seed, m.task) for m in members]
+    joint = JointExperts(experts)
+    columns = [torch.tensor(hierarchy[m.task], device=pre.device) for m in members]
+    losses = {kind: ExpertLoss(kind, temperature=4.0, alpha=0.3) for kind in {m.kind for m in members}}
+    several_kinds = len(losses) > 1
+    names = [f"{m.kind}/{m.task}" if several_kinds else m.task for m in members]
+
+    def batch_loss(features, teacher_logits):  # one forward of all experts, one loss per expert
+        outputs = joint(features)
+        return {name: losses[m.kind](out, teacher_logits[:, cols])
+                for name, m, out, cols in zip(names, members, outputs, columns)}
+
+    resume = members[0].pool.root / "experts.cache.resume.pt"
+    signature = pre._signature("expert", members=names, teacher=teacher_kind, library=fingerprint, source="cache",
+                               views=views, cache_dtype=cache_dtype)
+    history = fit(joint, batch_loss, CachedLoader(cached, pre.batch_size, pre.seed), budget, resume_path=resume,
+                  signature=signature, device=pre.device, amp=pre.amp,
+                  desc=f"{len(members)} experts (cached, joint)")
+
+    trained = joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members])
+    scores = {}
+    for kind in sorted({m.kind for m in members}):
+        mine = {m.task: e.cpu() for m, e in zip(members, trained) if m.kind == kind}
+        scores.update({(kind, t): acc for t, acc in pre._own_class_accuracy(library, mine).items()})
+    extraction = {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members)}
+    for m, name, expert in zip(members, names, trained):
+        per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{name}", "loss")}
+                    for h in history]
+        m.pool.save_expert(m.task, expert.cpu(), loss=m.kind, teacher=teacher_kind, library=fingerprint,
+                           budget=pre._budget_meta("expert"), history=per_task, extraction=extraction,
+                           metrics={"own_classes_top1_pct": scores[(m.kind, m.task)]})
+        print(f"[experts] {m.kind} {m.task}: {scores[(m.kind, m.task)]:.2f}% on its own classes -> "
+              f"{m.pool.expert_path(m.task)}")
+    resume.unlink(missing_ok=True)
+    return scores

@@ -1,0 +1,149 @@
+"""Expert extraction from the feature cache: equal to the live (recompute-per-batch) training, views
+read as documented, stale caches never reused, and the experts load in the service."""
+import dataclasses
+
+import pytest
+import torch
+
+from Demo import PROFILE as DEMO
+from poe.data import ArrayDataset
+from poe.feature_cache import CachedLoader, FeatureCache
+from poe.pool import Pool
+from poe.preprocess import Preprocessor
+from poe.profiles import Budget
+from poe.service import build_task_model
+
+TASKS = ["disks", "rings"]
+
+
+def tiny_profile(n_train=48, n_test=24):
+    """The demo profile on a few random images: the networks are real, the data tiny."""
+    g = torch.Generator().manual_seed(0)
+    c = DEMO.num_classes
+    train = ArrayDataset(torch.randint(0, 256, (n_train, 3, 32, 32), generator=g, dtype=torch.uint8),
+                         torch.arange(n_train) % c)
+    test = ArrayDataset(torch.randint(0, 256, (n_test, 3, 32, 32), generator=g, dtype=torch.uint8),
+                        torch.arange(n_test) % c)
+    return dataclasses.replace(DEMO, load=lambda root=None, download=False: (train, test), batch_size=16)
+
+
+def make_pool(root, profile):
+    torch.manual_seed(1)
+    pool = Pool(root, profile)
+    arch = profile.architecture
+    pool.save_library(arch.library())
+    pool.save_student_head(arch.student_head())
+    return pool
+
+
+def preprocessor(pool, profile, epochs=2, **kw):
+    return Preprocessor(profile, pool, pool.root / "pre", data_root=None, download=False,
+                        batch_size=profile.batch_size, budgets={**profile.budgets, "expert": Budget(epochs, 0.1, (1,))},
+                        device=torch.device("cpu"), amp="none", seed=3, **kw)
+
+
+def expert_states(pool, tasks):
+    return {t: pool.load_expert(t).state_dict() for t in tasks}
+
+
+def test_cached_joint_training_equals_live_training(tmp_path):
+    """With a float32 cache of as many views as epochs, every batch is the live loader's batch:
+    the experts must come out as the live path's (same loss, optimizer, schedule, sample visits),
+    up to float rounding (grouped vs separate convolutions)."""
+    profile = tiny_profile()
+    live_pool = make_pool(tmp_path / "live", profile)
+    cached_pool = make_pool(tmp_path / "cached", profile)
+    preprocessor(live_pool, profile, expert_source="live").experts(TASKS, "soft+scale", "library-student", None)
+    preprocessor(cached_pool, profile, expert_source="cache", cache_views=2, cache_dtype="float32").experts(
+        TASKS, "soft+scale", "library-student", None)
+    live, cached = expert_states(live_pool, TASKS), expert_states(cached_pool, TASKS)
+    untrained = preprocessor(live_pool, profile).profile.architecture.expert(3).state_dict()
+    for t in TASKS:
+        for name, value in live[t].items():
+            torch.testing.assert_close(cached[t][name], value, atol=2e-4, rtol=1e-3, msg=f"{t} {name}")
+        moved = (live[t]["fc.weight"] - untrained["fc.weight"]).abs().max()
+        assert moved > 1e-3  # the comparison is not between two untrained experts
+    meta = torch.load(cached_pool.expert_path("disks"), weights_only=True)["meta"]
+    assert meta["extraction"] == {"source": "cache", "views": 2, "cache_dtype": "float32", "joint_experts": 2}
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+
+
+def test_three_loss_variants_in_one_pass_into_three_pools(tmp_path):
+    profile = tiny_profile()
+    pools = {kind: make_pool(tmp_path / kind, profile) for kind in ("soft", "scale", "soft+scale")}
+    pre = preprocessor(pools["soft"], profile, epochs=2, cache_views=1, cache_dir=tmp_path / "cache")
+    scores = pre.train_expert_pools({k: (p, TASKS) for k, p in pools.items()}, "library-student", None)
+    assert set(scores) == set(pools) and all(set(s) == set(TASKS) for s in scores.values())
+    weights = {}
+    for kind, pool in pools.items():
+        manifest = pool.manifest()["experts"]
+        assert {manifest[t]["loss"] for t in TASKS} == {kind}
+        model, _ = build_task_model(pool, TASKS)  # the service loads them
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 6)
+        weights[kind] = pool.load_expert("disks").fc.weight
+    assert not torch.equal(weights["soft"], weights["scale"])  # each pool got its own loss
+    assert len(list((tmp_path / "cache").glob("*/seed3-view0/meta.json"))) == 1  # one view, shared
+
+
+def test_cached_loader_reads_view_e_mod_v_and_visits_every_row_once(tmp_path):
+    class View:
+        def __init__(self, tag, n=10):
+            self.tag, self.n = tag, n
+
+        def __len__(self):
+            return self.n
+
+        def batch(self, rows):
+            return torch.full((len(rows),), self.tag), rows
+
+    loader = CachedLoader([View(0), View(1)], batch_size=4, seed=0)
+    seen = {}
+    for epoch in range(5):
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        tags = torch.cat([b[0] for b in batches])
+        rows = torch.cat([b[1] for b in batches])
+        assert set(tags.tolist()) == {epoch % 2} and len(batches) == 3
+        assert sorted(rows.tolist()) == list(range(10))  # every row once per epoch
+        seen[epoch] = rows.tolist()
+    assert seen[0] == list(range(10)) and seen[1] == list(range(10))  # first V epochs: stored order
+    assert seen[2] != seen[3] and seen[2] != list(range(10))           # then reshuffled per epoch
+
+
+def test_a_changed_library_or_teacher_gets_another_cache_and_partial_views_are_rebuilt(tmp_path):
+    profile = tiny_profile()
+    pool = make_pool(tmp_path / "pool", profile)
+    pre = preprocessor(pool, profile, epochs=1, cache_views=1)
+    pre.experts(["disks"], "soft+scale", "library-student", None)
+    folders = list((pool.root / "feature_cache").iterdir())
+    assert len(folders) == 1
+    view = folders[0] / "seed3-view0"
+    assert (view / "meta.json").is_file() and (view / "features.bin").stat().st_size == 48 * 32 * 16 * 16 * 2
+
+    (view / "meta.json").unlink()  # as if interrupted while writing: must be rebuilt, not read
+    (view / "features.bin").write_bytes(b"junk")
+    pre.experts(["disks"], "soft+scale", "library-student", None)
+    assert (view / "features.bin").stat().st_size == 48 * 32 * 16 * 16 * 2
+
+    torch.manual_seed(5)  # another teacher: a new cache folder, the old one untouched
+    pool.save_student_head(profile.architecture.student_head())
+    pre.experts(["disks"], "soft+scale", "library-student", None)
+    assert len(list((pool.root / "feature_cache").iterdir())) == 2
+
+
+def test_feature_cache_key_covers_library_teacher_and_data():
+    base = {"dataset": "demo", "data": "d", "library": "L", "teacher": "T"}
+    folders = {FeatureCache("/c", {**base, **change}).folder for change in
+               ({}, {"library": "L2"}, {"teacher": "T2"}, {"data": "d2"})}
+    assert len(folders) == 4
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    from poe.errors import PoEError
+
+    profile = tiny_profile()
+    pool = make_pool(tmp_path / "pool", profile)
+    with pytest.raises(PoEError, match="cache_views"):
+        preprocessor(pool, profile, cache_views=0).experts(["disks"], "soft", "library-student", None)
+    with pytest.raises(PoEError, match="expert source"):
+        preprocessor(pool, profile, expert_source="sometimes")
