@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Reproduce Table 6 of the paper: the share of cross-expert errors (a wrong prediction in another
+queried task than the true class) for experts trained with L_soft only, L_scale only and
+L_soft + L_scale, averaged over every combination of the tasks for n(Q) = 2..5.
+
+Training mode (no --db): builds three pools from the same library and teacher, one per loss, in
+OUT_DB/<soft|scale|soft+scale>/ (default DB_PoE/<dataset>_table6/); experts already there are kept,
+so rerunning the same command only evaluates. Evaluation mode (--db, repeatable): scores existing
+pools only, in our layout or the authors' published one.
+
+    python Run_Table6.py --dataset demo --library_from DB_PoE/demo --teacher library-student
+    python Run_Table6.py --dataset cifar100 --data_root DIR --library_from ../shared/reference/poe-authors/CIFAR100 \\
+        --teacher library-student --epochs_expert 15 --json results/table6_cifar100.json \\
+        --markdown results/table6_cifar100.md
+    python Run_Table6.py --dataset cifar100 --data_root ../shared/data \\
+        --db ../shared/reference/poe-authors/CIFAR100 --label "authors' L_soft + L_scale"
+"""
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from poe import table6
+from poe.cli import add_common_args, profile_from_args, run, setup_torch
+from poe.errors import PoEError
+from poe.pool import Pool, atomic_write_text
+from poe.preprocess import default_pool_dir, default_pretrained_dir
+from poe.train import pick_amp, pick_device
+
+
+class PoolsAction(argparse.Action):
+    """--db DIR [--label LABEL] ... -> [(DIR, LABEL or None), ...]: each label names the pool before it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        pools = list(getattr(namespace, self.dest) or [])
+        if option_string == "--label":
+            if not pools or pools[-1][1] is not None:
+                raise PoEError(f"--label {value!r} must follow the --db it names (one label per --db)")
+            pools[-1] = (pools[-1][0], value)
+        else:
+            pools.append((value, None))
+        setattr(namespace, self.dest, pools)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                conflict_handler="resolve")  # --db is repeatable here
+    add_common_args(p)
+    p.add_argument("--db", action=PoolsAction, default=None, metavar="DIR",
+                   help="evaluate this existing pool (repeatable; our layout or the authors'); no training")
+    p.add_argument("--label", action=PoolsAction, dest="db", metavar="LABEL",
+                   help="row label of the --db just before it (default: from the pool's manifest)")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="primitive tasks (default: the paper's; 'all' for every one); at least 2")
+    p.add_argument("--out_db", "--out-db", default=None, metavar="ROOT",
+                   help="training mode: where the three pools go (ROOT/soft, ROOT/scale, ROOT/soft+scale); "
+                        "default DB_PoE/<dataset>_table6")
+    p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
+                   help="training mode: the library (and its student's head) every pool shares; "
+                        "default: the pool DB_PoE/<dataset> built by Run_preprocessing.py")
+    p.add_argument("--teacher", default="oracle", choices=["oracle", "library-student"],
+                   help="whose logits the experts mimic (default oracle, read from --pretrained_db)")
+    p.add_argument("--pretrained_db", "--pretrained-db", default=None,
+                   help="folder holding oracle.pt; default DB_pretrained/<dataset>")
+    p.add_argument("--epochs_expert", type=int, default=None,
+                   help="expert epochs (LR milestones scale with it); default: the profile's (paper: 100)")
+    p.add_argument("--lr_expert", type=float, default=None, help="expert learning rate; default: the profile's")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="default: the profile's (paper: 512)")
+    p.add_argument("--force", nargs="+", default=[], choices=["library", "experts"],
+                   help="training mode: re-import the library / retrain the experts even if the pools have them")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="PNG plot (needs matplotlib); default: beside --json, with .png")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="write the table with the command, budget and wall time as a Markdown file")
+    return p
+
+
+def main(argv=None) -> None:
+    args = get_args_parser().parse_args(argv)
+    command = shlex.join(["python", "Run_Table6.py", *(sys.argv[1:] if argv is None else argv)])
+    setup_torch(args)
+    profile = profile_from_args(args)
+    if args.tasks == ["all"]:
+        args.tasks = list(profile.hierarchy)
+    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+    table6.sizes_for(len(tasks))
+    device = pick_device(args.device)
+    amp = pick_amp(args.amp or profile.amp_default, device)
+    tic = time.perf_counter()
+    settings = {"device": str(device), "amp": amp}
+
+    if args.db:
+        pools = [(label, Pool(db, profile)) for db, label in args.db]
+        print(f"Table 6, {profile.title}: evaluating {len(pools)} pool(s) on {len(tasks)} tasks")
+    else:
+        budget = profile.budgets["expert"].with_epochs(args.epochs_expert or profile.budgets["expert"].epochs) \
+            .with_lr(args.lr_expert)
+        batch_size = args.batch_size or profile.batch_size
+        if batch_size < 1:
+            raise PoEError("--batch_size must be positive")
+        root = Path(args.out_db) if args.out_db else table6.default_root(profile)
+        source = Pool(args.library_from or default_pool_dir(profile), profile)
+        if not source.has_library():
+            raise PoEError(f"no library in {source.root}: build one with python Run_preprocessing.py --dataset "
+                           f"{profile.name}, or pass --library_from POOL (e.g. the authors' folder)")
+        print(f"Table 6, {profile.title}: three pools in {root}, library from {source.root}, teacher {args.teacher}, "
+              f"expert epochs {budget.epochs} (lr {budget.lr}, milestones {list(budget.milestones)}), "
+              f"batch {batch_size}, device {device}, amp {amp}")
+        pools_by_variant = table6.prepare_pools(
+            profile, root, tasks, library_source=source, teacher=args.teacher,
+            pretrained_dir=Path(args.pretrained_db or default_pretrained_dir(profile)), data_root=args.data_root,
+            download=args.download, batch_size=batch_size, expert_budget=budget, device=device, amp=amp,
+            seed=args.seed, force=args.force)
+        pools = [(table6.VARIANT_LABELS[v], pool) for v, pool in pools_by_variant.items()]
+        settings.update(library=str(source.library_path), teacher=args.teacher, epochs_expert=budget.epochs,
+                        lr_expert=budget.lr, milestones=list(budget.milestones), batch_size=batch_size,
+                        seed=args.seed, train_seconds=round(time.perf_counter() - tic, 1))
+
+    test = profile.load(args.data_root, args.download)[1]
+    rows = [table6.evaluate_pool(pool, tasks, test, label=label, device=device, amp=amp) for label, pool in pools]
+    settings["total_seconds"] = round(time.perf_counter() - tic, 1)
+    doc = table6.report(profile, tasks, rows, command=command, settings=settings)
+    table = table6.markdown(doc)
+    print(table)
+
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
+        print(f"json          : {args.json}")
+    plot_path = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot_path:
+        print(table6.plot(doc, Path(plot_path)))
+    if args.markdown:
+        text = (f"# Table 6 ({profile.title}): cross-expert errors\n\n{table}\n"
+                f"Command: `{command}`\n\nSettings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "\n")
+        atomic_write_text(Path(args.markdown), text)
+        print(f"markdown      : {args.markdown}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
