@@ -7,13 +7,16 @@ accuracy obtained on it only shows that the pipeline works; it says nothing
 about how the method performs on CIFAR-100 or any real data set.
 
 Content: 8 primitive tasks (superclasses), each a visual *family* of object --
-disks, squares, triangles, rings, crosses, stripes, checkers, blobs -- with 3
+disks, blobs, stripes, checkers, triangles, crosses, rings, frames -- with 3
 classes that differ only in the object's hue (30 degrees apart, with hue
 jitter so neighbouring classes partly overlap), e.g. task "disks" holds
-"red_disk", "orange_disk", "yellow_disk".  Every image has a random position,
-size and rotation, a noisy tinted background, small distractor shapes (some
-drawn on top of the object) and pixel noise, so a small CNN learns it well but
-not perfectly, mostly confusing hues within a family.
+"red_disk", "orange_disk", "yellow_disk": 24 classes in all.  Every image has a
+random position, size and rotation, a noisy tinted background, small
+distractor shapes (some drawn on top of the object) and pixel noise.  A
+WRN-16-1 trained for 8 epochs on the default 2,880 training images reaches
+roughly 75-80% test accuracy; most of its errors confuse neighbouring hues
+within a family, the rest confuse look-alike families (disk/blob, ring/frame,
+triangle/cross, stripes/checkers).
 
 Class ids are the indices of the alphabetically sorted class names (as in
 CIFAR-100), so each superclass's classes are scattered over the label range.
@@ -40,12 +43,12 @@ FAMILIES = {  # task name -> (shape, its 3 colours)
     "rings": ("ring", ["violet", "purple", "pink"]),
     "frames": ("frame", ["pink", "red", "orange"]),
 }
-HUE_JITTER = 13.0  # degrees (std); tunes how much neighbouring hues overlap
+HUE_JITTER = 12.0  # degrees (std); tunes how much neighbouring hues overlap
 N_DISTRACTORS = 3
 
 
 def _class_table():
-    """Sorted class names, their (shape, hue), and the task hierarchy."""
+    """Sorted class names, each class's shape and hue, and the hierarchy."""
     entries = [(f"{c}_{shape}", task, shape, HUES[c])
                for task, (shape, cols) in FAMILIES.items() for c in cols]
     entries.sort()  # alphabetical ids interleave the superclasses
@@ -59,7 +62,7 @@ def _class_table():
 def _hsv_to_rgb(h, s, v):
     """Vectorised HSV->RGB; h in degrees, s/v in [0,1]; returns (..., 3)."""
     h = (np.asarray(h) % 360.0) / 60.0
-    k = (np.stack([5.0, 3.0, 1.0]) + h[..., None]) % 6.0
+    k = (np.array([5.0, 3.0, 1.0]) + h[..., None]) % 6.0
     return v[..., None] - (v * s)[..., None] * np.clip(
         np.minimum(k, 4.0 - k), 0.0, 1.0)
 
@@ -75,7 +78,7 @@ def _shape_mask(shape, u, v):
     if shape == "triangle":  # equilateral, circumradius 1.1
         return (v > -0.55) & (v < 1.1 - np.sqrt(3.0) * np.abs(u))
     if shape == "ring":
-        return (d > 0.55) & (d < 1.0)
+        return (d > 0.65) & (d < 1.0)
     if shape == "cross":
         return ((np.abs(u) < 0.3) & (np.abs(v) < 1.0)) | \
                ((np.abs(v) < 0.3) & (np.abs(u) < 1.0))
@@ -139,7 +142,7 @@ def _render(rng, labels, shapes, hues):
     shade = 1.0 + 0.15 * u.clip(-1, 1)  # mild lighting gradient across object
     obj_rgb = col[:, None, None, :] * shade[..., None]
     mask = np.zeros((n, SIZE, SIZE), bool)
-    for shape in set(shapes):
+    for shape in sorted(set(shapes)):
         idx = np.flatnonzero(np.isin(labels, [i for i, s in enumerate(shapes)
                                               if s == shape]))
         mask[idx] = _shape_mask(shape, u[idx], v[idx])
