@@ -36,6 +36,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON")
     p.add_argument("--export", default=None, metavar="PATH",
                    help="write the task model as a torch.export program (.pt2) runnable with plain PyTorch")
+    p.add_argument("--no-fuse", "--no_fuse", dest="fuse", action="store_false",
+                   help="answer with the plain sequential task model (library, then each expert) instead of the "
+                        "fused one (experts as grouped convolutions, BatchNorm folded; same logits, faster)")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="build (and export) the model without evaluating it (no data needed)")
     return p
@@ -64,7 +67,7 @@ def main(argv=None) -> None:
     amp = pick_amp(args.amp or profile.amp_default, device)
     test = profile.load(args.data_root, False)[1] if args.evaluate else None  # fail early on missing data
 
-    model, build_ms = build_task_model(pool, tasks)
+    model, build_ms = build_task_model(pool, tasks, fuse=args.fuse)
     report = {"dataset": profile.name, **describe(model, profile, profile.input_shape), "build_ms": build_ms}
     if test is not None:
         report.update(evaluate_task_model(model, profile, test, device, amp))
@@ -76,7 +79,8 @@ def main(argv=None) -> None:
         print(f"  cross-expert  : {report['cross_expert_pct']:.2f} % of {report['errors']} errors")
     print(f"  parameters    : {report['params']:,}")
     print(f"  FLOPs         : {report['flops'] / 1e6:,.2f} M per image")
-    print(f"  build time    : {build_ms:.2f} ms (library and experts read from the DB, consolidated)")
+    print(f"  build time    : {build_ms:.2f} ms (library and experts read from the DB, consolidated"
+          f"{', fused' if report['form'] == 'fused' else ''})")
 
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=1) + "\n")

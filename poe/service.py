@@ -12,12 +12,16 @@ from .errors import PoEError
 from .evaluate import predict
 from .metrics import accuracy_pct, count_flops, count_params, error_breakdown
 from .pool import Pool
+from .realtime import fused_task_model
 
 
-def build_task_model(pool: Pool, tasks: list[str]) -> tuple[TaskModel, float]:
+def build_task_model(pool: Pool, tasks: list[str], fuse: bool = True) -> tuple[TaskModel, float]:
     """Load the library and the queried experts from the DB and consolidate them.
 
-    Returns (model, milliseconds from query to model ready, reading the files included)."""
+    fuse=True (default): the fused form (poe.fused; same logits, faster), built from the folded
+    library and experts this process keeps in memory (poe.realtime), reading only what is not
+    there yet; the plain TaskModel where the networks cannot fuse. fuse=False: the plain TaskModel,
+    read from the files. Returns (model, milliseconds from query to model ready)."""
     tic = time.perf_counter()
     for t in tasks:  # check all before loading anything, to name every missing expert at once
         if not pool.has_expert(t):
@@ -30,9 +34,11 @@ def build_task_model(pool: Pool, tasks: list[str]) -> tuple[TaskModel, float]:
         for b in tasks[i + 1:]:
             if set(hierarchy[a]) & set(hierarchy[b]):
                 raise PoEError(f"tasks {a} and {b} share classes; a query's tasks must be disjoint")
-    library = pool.load_library()
-    experts = {t: pool.load_expert(t) for t in tasks}
-    model = consolidate(library, experts, pool.profile.hierarchy)
+    model = fused_task_model(pool, tasks) if fuse else None
+    if model is None:
+        library = pool.load_library()
+        experts = {t: pool.load_expert(t) for t in tasks}
+        model = consolidate(library, experts, pool.profile.hierarchy)
     return model, 1000.0 * (time.perf_counter() - tic)
 
 
@@ -48,10 +54,14 @@ def evaluate_task_model(model: TaskModel, profile, test, device="cpu", amp="none
 
 
 def describe(model: TaskModel, profile, input_shape) -> dict:
+    """Classes, parameters and FLOPs; a fused model reports those of the library and experts it
+    computes (its folded tensors run the same function with fewer operations)."""
+    if hasattr(model, "plain_model"):
+        return {**describe(model.plain_model(), profile, input_shape), "form": "fused"}
     return {"tasks": list(model.tasks), "num_classes": len(model.class_ids),
             "class_ids": model.class_ids.tolist(),
             "class_names": [profile.class_names[c] for c in model.class_ids.tolist()],
-            "params": count_params(model), "flops": count_flops(model, input_shape)}
+            "params": count_params(model), "flops": count_flops(model, input_shape), "form": "plain"}
 
 
 def export(model: TaskModel, profile, input_shape, path: str | Path) -> None:

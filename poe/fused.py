@@ -1,0 +1,226 @@
+"""The fused task model: the consolidated model of a query rewritten for fast inference.
+
+Same function as `consolidate.TaskModel` (library -> experts side by side -> logits in sorted
+global class order), with
+  * the experts' convolutions fused: expert i is group i of grouped convolutions over the
+    concatenated expert channels, so n experts cost a few large kernels instead of n×(many small);
+  * BatchNorm folded (eval mode): a BN that follows a convolution becomes that convolution's
+    scale and bias; a BN that follows a residual sum (pre-activation) becomes one multiply-add;
+  * each block's 1×1 projection shortcut run inside its 3×3 convolution (as the centre tap), one
+    kernel instead of two;
+  * the experts' classifiers as one block-diagonal linear layer whose rows are already in sorted
+    class order (no gather at the end);
+  * channels-last activations (oneDNN's native layout on CPUs: about 2x faster convolutions).
+Folding is done once per library / expert (`FusedWRNLibrary`, `FoldedExpert`, cached between
+queries by poe.realtime); answering a query only concatenates the experts' folded tensors.
+Only WRN libraries and heads are rewritten; `fuse()` returns any other task model unchanged. The
+module uses plain torch ops only, so `torch.export` handles it and plain torch runs the export.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .consolidate import TaskModel
+from .networks.grouped import head_shape
+from .networks.wrn import BasicBlock, WRNLibrary
+
+CL = torch.channels_last
+
+
+def bn_affine(state: dict, prefix: str, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = x·scale + shift, from a state_dict's `prefix.*` entries."""
+    scale = state[f"{prefix}.weight"] / torch.sqrt(state[f"{prefix}.running_var"] + eps)
+    return scale, state[f"{prefix}.bias"] - state[f"{prefix}.running_mean"] * scale
+
+
+@torch.no_grad()
+def fold_block(state: dict, prefix: str, eps: float = 1e-5) -> dict:
+    """One pre-activation BasicBlock's eval-mode arithmetic as folded tensors:
+    pre = relu(x·scale1 + shift1); [main | shortcut] = conv(pre, weight1) + bias1 (bn2 folded into
+    conv1; the 1×1 projection, if any, as the centre tap of extra output channels);
+    out = shortcut + conv(relu(main), weight2)."""
+    state = {k: v.detach().float() for k, v in state.items() if k.startswith(prefix + ".")}
+    scale1, shift1 = bn_affine(state, f"{prefix}.bn1", eps)
+    scale2, shift2 = bn_affine(state, f"{prefix}.bn2", eps)
+    weight1, bias1 = state[f"{prefix}.conv1.weight"] * scale2.view(-1, 1, 1, 1), shift2
+    projection = f"{prefix}.convShortcut.weight" in state
+    if projection:
+        weight1 = torch.cat([weight1, F.pad(state[f"{prefix}.convShortcut.weight"], (1, 1, 1, 1))])
+        bias1 = torch.cat([bias1, torch.zeros_like(bias1)])
+    return {"scale1": scale1, "shift1": shift1, "weight1": weight1.contiguous(), "bias1": bias1,
+            "weight2": state[f"{prefix}.conv2.weight"].clone(),
+            "projection": projection, "width": scale2.shape[0]}
+
+
+class FoldedBlock(nn.Module):
+    """`groups` folded BasicBlocks side by side (grouped convolutions), from fold_block() parts."""
+
+    def __init__(self, parts: list[dict], stride: int):
+        super().__init__()
+        self.groups, self.stride = len(parts), stride
+        self.projection, self.width = parts[0]["projection"], parts[0]["width"]
+        self.register_buffer("scale1", _cat(parts, "scale1").view(1, -1, 1, 1))
+        self.register_buffer("shift1", _cat(parts, "shift1").view(1, -1, 1, 1))
+        self.register_buffer("weight1", _cat(parts, "weight1"))
+        self.register_buffer("bias1", _cat(parts, "bias1"))
+        self.register_buffer("weight2", _cat(parts, "weight2"))
+
+    def forward(self, x, pre=None):  # x: (B, G·C, H, W); `pre` given when already computed
+        if pre is None:
+            pre = torch.relu(torch.addcmul(self.shift1, x, self.scale1))
+        out = F.conv2d(pre, self.weight1, self.bias1, self.stride, 1, groups=self.groups)
+        if self.projection:  # channels of group g: [conv1 (W) | shortcut (W)]
+            pairs = out.permute(0, 2, 3, 1).unflatten(3, (self.groups, 2, self.width))  # (B, H, W, G, 2, W)
+            out = _nchw(torch.relu(pairs[..., 0, :]))
+            shortcut = _nchw(pairs[..., 1, :])
+        else:
+            shortcut, out = x, torch.relu(out)
+        return shortcut + F.conv2d(out, self.weight2, None, 1, 1, groups=self.groups)
+
+
+def _cat(parts, key):
+    return parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
+
+
+def _nchw(t):
+    """(B, H, W, G, C) -> (B, G·C, H, W) in channels-last memory (what the convolutions run fastest on)."""
+    return t.flatten(3).permute(0, 3, 1, 2)
+
+
+class FusedWRNLibrary(nn.Module):
+    """WRNLibrary in eval mode with BN folded, channels-last."""
+
+    def __init__(self, library: WRNLibrary):
+        super().__init__()
+        state = library.state_dict()
+        self.register_buffer("stem", state["conv1.weight"].detach().float().clone())
+        self.stem_stride = library.conv1.stride[0]
+        self.blocks = nn.Sequential(*[
+            FoldedBlock([fold_block(state, f"{group}.layer.{j}", block.bn1.eps)], block.conv1.stride[0])
+            for group in ("block1", "block2") for j, block in enumerate(getattr(library, group).layer)])
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, C, H', W') channels-last
+        x = x.contiguous(memory_format=CL)
+        return self.blocks(F.conv2d(x, self.stem, None, self.stem_stride, 1))
+
+
+class FoldedExpert:
+    """One WRNHead expert's folded tensors (computed once; a query only concatenates them)."""
+
+    def __init__(self, state: dict, classes: list[int], stride: int = 2, eps: float = 1e-5):
+        state = {k: v.detach().float() for k, v in state.items()}
+        num_blocks = len({k.split(".")[2] for k in state if k.startswith("block3.layer.")})
+        self.blocks = [fold_block(state, f"block3.layer.{j}", eps) for j in range(num_blocks)]
+        self.strides = [stride] + [1] * (num_blocks - 1)
+        self.scale, self.shift = bn_affine(state, "bn1", eps)
+        self.fc_weight, self.fc_bias = state["fc.weight"].clone(), state["fc.bias"].clone()
+        self.classes = list(classes)
+        self.shape = (self.blocks[0]["scale1"].shape[0], self.scale.shape[0], num_blocks, stride)
+
+
+class FusedWRNHeads(nn.Module):
+    """n WRNHead experts in eval mode as one grouped network; logits in sorted class order."""
+
+    def __init__(self, experts: list[FoldedExpert]):
+        super().__init__()
+        if len({e.shape for e in experts}) != 1:
+            raise ValueError("fused experts must share in_channels, width, depth and stride")
+        self.n = len(experts)
+        self.blocks = nn.ModuleList([FoldedBlock([e.blocks[j] for e in experts], stride)
+                                     for j, stride in enumerate(experts[0].strides)])
+        self.register_buffer("scale", torch.cat([e.scale for e in experts]).view(1, -1, 1, 1))
+        self.register_buffer("shift", torch.cat([e.shift for e in experts]).view(1, -1, 1, 1))
+        # Block-diagonal classifier; row r = the r-th smallest class id of the query.
+        width = experts[0].shape[1]
+        concat = [c for e in experts for c in e.classes]
+        weight = torch.zeros(len(concat), self.n * width)
+        row = 0
+        for i, e in enumerate(experts):
+            weight[row:row + len(e.classes), i * width:(i + 1) * width] = e.fc_weight
+            row += len(e.classes)
+        order = torch.argsort(torch.tensor(concat))
+        self.register_buffer("fc_weight", weight[order].contiguous())
+        self.register_buffer("fc_bias", torch.cat([e.fc_bias for e in experts])[order].contiguous())
+
+    def forward(self, features):  # (B, C, H, W) -> (B, classes sorted)
+        c = features.shape[1]
+        first = self.blocks[0]
+        # Each expert's own first BN over the same features: one broadcast multiply-add makes the
+        # n pre-activated copies side by side (B, n·C, H, W) without materialising a repeat.
+        pixels = features.permute(0, 2, 3, 1).unsqueeze(3)                          # (B, H, W, 1, C)
+        pre = _nchw(torch.relu(torch.addcmul(first.shift1.view(self.n, c), pixels, first.scale1.view(self.n, c))))
+        x = first(pre if first.projection else features.repeat(1, self.n, 1, 1), pre=pre)
+        for block in self.blocks[1:]:
+            x = block(x)
+        x = torch.relu(torch.addcmul(self.shift, x, self.scale)).mean((2, 3))  # (B, n·W)
+        return F.linear(x, self.fc_weight, self.fc_bias)
+
+
+class FusedTaskModel(nn.Module):
+    """Drop-in for TaskModel (same outputs, `class_ids`, `tasks`, `expert_classes`), faster."""
+
+    def __init__(self, library: FusedWRNLibrary, experts: list[FoldedExpert], tasks: list[str] | None = None,
+                 plain=None):
+        super().__init__()
+        self._plain = plain  # () -> the equivalent TaskModel (for reports: parameters, FLOPs)
+        concat = torch.tensor([c for e in experts for c in e.classes], dtype=torch.long)
+        if len(set(concat.tolist())) != len(concat):
+            raise ValueError("experts' class lists overlap")
+        self.library = library
+        self.heads = FusedWRNHeads(experts)
+        self.register_buffer("class_ids", concat.sort().values, persistent=False)
+        self.tasks = list(tasks) if tasks else [f"expert{i}" for i in range(len(experts))]
+        self.expert_classes = [list(e.classes) for e in experts]
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, classes sorted)
+        return self.heads(self.library(x))
+
+    def plain_model(self) -> TaskModel:
+        """The sequential TaskModel this model computes: parameters and FLOPs are reported on it
+        (the library's and experts' own, the paper's measure, not the folded tensors')."""
+        if self._plain is None:
+            raise ValueError("this fused model was built without a way to rebuild its plain form")
+        return self._plain()
+
+
+def shallow_clone(module: nn.Module) -> nn.Module:
+    """A new module tree holding the same tensors: moving or re-registering things on the clone
+    leaves the original alone (weights are shared read-only, as a cache of folded pieces needs)."""
+    clone = module.__class__.__new__(module.__class__)
+    clone.__dict__ = module.__dict__.copy()
+    clone._parameters = dict(module._parameters)
+    clone._buffers = dict(module._buffers)
+    clone._modules = {k: shallow_clone(m) if m is not None else None for k, m in module._modules.items()}
+    return clone
+
+
+def fusable_library(library: nn.Module) -> bool:
+    return isinstance(library, WRNLibrary) and all(
+        isinstance(b, BasicBlock) for g in (library.block1, library.block2) for b in g.layer)
+
+
+def can_fuse(library: nn.Module, experts: list[nn.Module]) -> bool:
+    """WRN library and WRN experts of one shape (the CIFAR/Tiny pools); not MobileNetV2 ones."""
+    if not fusable_library(library) or not experts:
+        return False
+    shapes = [head_shape(e) for e in experts]
+    return all(s is not None for s in shapes) and len({s[:4] for s in shapes}) == 1
+
+
+def fold_expert(expert: nn.Module, classes: list[int]) -> FoldedExpert:
+    first = expert.block3.layer[0]
+    return FoldedExpert(expert.state_dict(), classes, first.conv1.stride[0], first.bn1.eps)
+
+
+@torch.no_grad()
+def fuse(model: TaskModel) -> nn.Module:
+    """The fused form of a TaskModel, or the TaskModel itself when its networks cannot fuse."""
+    experts = list(model.experts)
+    if not can_fuse(model.library, experts):
+        return model
+    device = next(model.parameters()).device
+    folded = [fold_expert(e, c) for e, c in zip(experts, model.expert_classes)]
+    library = FusedWRNLibrary(model.library)
+    return FusedTaskModel(library, folded, model.tasks, plain=lambda: model).to(device).eval()

@@ -1,0 +1,89 @@
+"""Realtime queries: the folded library and experts of a pool kept in memory between queries.
+
+Answering a query needs no training, but reading checkpoints (`torch.load(weights_only=True)`)
+and folding BatchNorms cost milliseconds per file, while concatenating already-folded experts
+costs microseconds. So the service keeps, per process, each library and expert in its folded form
+(poe.fused), keyed by file path, modification time and size: a warm query only stats the files
+and concatenates; a file replaced on disk (a retrained expert) is read again. Task models built
+from the cache share the folded weight tensors read-only (each query gets its own module objects,
+so moving one model to another device leaves the cache alone).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch.nn as nn
+
+from .fused import FusedTaskModel, FusedWRNLibrary, fold_expert, fusable_library, shallow_clone
+from .networks.grouped import head_shape
+from .pool import Pool
+
+
+class PieceCache:
+    """LRU of built pieces keyed by (what, file path, inode, mtime, size)."""
+
+    def __init__(self, capacity: int = 512):
+        self.capacity, self.items, self.lock = capacity, OrderedDict(), threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, tag, path: Path, build):
+        try:
+            st = os.stat(path)
+        except OSError:  # missing: the loader raises the pool's own clear error
+            return build()
+        key = (tag, os.path.abspath(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                self.hits += 1
+                return self.items[key]
+        value = build()  # outside the lock: reading a file must not block other queries' hits
+        with self.lock:
+            self.misses += 1
+            self.items[key] = value
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.hits = self.misses = 0
+
+
+CACHE = PieceCache()
+
+
+def fused_task_model(pool: Pool, tasks: list[str], cache: PieceCache = CACHE) -> nn.Module | None:
+    """The fused task model for `tasks` from the cache (reading what is missing), or None when
+    the pool's networks cannot fuse (e.g. MobileNetV2 experts): then use the plain TaskModel."""
+    hierarchy = pool.profile.hierarchy
+
+    def build_library():
+        library = pool.load_library()
+        return FusedWRNLibrary(library) if fusable_library(library) else None
+
+    library = cache.get(("library", pool.profile.name), pool.library_path, build_library)
+    if library is None:
+        return None
+    experts = []
+    for t in tasks:
+        def build_expert(task=t):
+            expert = pool.load_expert(task)
+            return fold_expert(expert, hierarchy[task]) if head_shape(expert) is not None else None
+
+        folded = cache.get(("expert", pool.profile.name, tuple(hierarchy[t])), pool.expert_path(t), build_expert)
+        if folded is None:
+            return None
+        experts.append(folded)
+    if len({e.shape for e in experts}) != 1:
+        return None
+    def plain():
+        from .consolidate import consolidate
+        return consolidate(pool.load_library(), {t: pool.load_expert(t) for t in tasks}, hierarchy)
+
+    return FusedTaskModel(shallow_clone(library), experts, tasks, plain=plain).eval()
+

@@ -1,0 +1,122 @@
+"""The fused task model computes the sequential TaskModel's logits; the realtime cache serves warm
+queries without rereading files, notices replaced files, and never lets one query's model change
+another's."""
+import torch
+import torch.nn as nn
+
+from CIFAR100 import PROFILE as CIFAR
+from poe.consolidate import consolidate
+from poe.fused import FusedTaskModel, fuse
+from poe.networks import WRNArchitecture, WRNConfig
+from poe.pool import Pool
+from poe.realtime import CACHE
+from poe.service import build_task_model, describe, export
+
+TASKS = ["people", "vehicles_1", "vehicles_2", "small_mammals", "medium-sized_mammals"]
+
+
+def randomize_bn(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):  # eval-mode BN with non-trivial statistics: folding must matter
+            for t, lo, hi in ((m.weight.data, 0.5, 1.5), (m.bias.data, -0.3, 0.3),
+                              (m.running_mean, -0.3, 0.3), (m.running_var, 0.5, 2.0)):
+                t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+    return module
+
+
+def random_model(arch, hierarchy, tasks, seed=0):
+    torch.manual_seed(seed)
+    library = randomize_bn(arch.library(), seed)
+    experts = {t: randomize_bn(arch.expert(len(hierarchy[t])), seed + i + 1) for i, t in enumerate(tasks)}
+    return consolidate(library, experts, hierarchy)
+
+
+def test_fused_equals_sequential_on_random_networks():
+    for arch, size in ((CIFAR.architecture, 32),
+                       # Tiny-ImageNet's shapes: stem stride 2, wider library (64 channels)
+                       (WRNArchitecture(WRNConfig(16, 10, 2), WRNConfig(16, 2, 2), 16, 100), 64)):
+        hierarchy = {"a": [3, 1, 7], "b": [0, 9], "c": [2, 4, 5, 8, 6]}
+        for tasks in (["a"], ["c", "a"], ["b", "c", "a"]):
+            plain = random_model(arch, hierarchy, tasks).eval()
+            fused = fuse(plain)
+            assert isinstance(fused, FusedTaskModel)
+            x = torch.randn(5, 3, size, size)
+            with torch.no_grad():
+                expected, got = plain(x), fused(x)
+            assert torch.equal(fused.class_ids, plain.class_ids) and fused.tasks == tasks
+            assert (got - expected).abs().max() <= 1e-4, (tasks, (got - expected).abs().max())
+
+
+def test_fused_equals_sequential_on_real_cifar_images_with_the_authors_checkpoints(authors_cifar_pool, cifar_root):
+    pool = Pool(authors_cifar_pool, CIFAR)
+    test = CIFAR.load(cifar_root)[1]
+    for tasks in (TASKS[:1], TASKS[:3], TASKS[::-1], CIFAR.default_tasks):
+        plain, _ = build_task_model(pool, tasks, fuse=False)
+        fused, _ = build_task_model(pool, tasks)
+        assert isinstance(fused, FusedTaskModel)
+        images, _ = next(iter(CIFAR.eval_loader(test.subset(plain.class_ids.tolist()), 1000)))
+        with torch.no_grad():
+            diff = (fused(images) - plain(images)).abs().max().item()
+        assert diff <= 1e-4, (tasks, diff)
+        assert torch.equal(fused.class_ids, plain.class_ids)
+
+
+def test_networks_that_cannot_fuse_keep_the_plain_model():
+    class Head(nn.Module):  # e.g. a MobileNetV2 expert
+        def __init__(self, k):
+            super().__init__()
+            self.fc = nn.Linear(32, k)
+
+        def forward(self, f):
+            return self.fc(f.mean((2, 3)))
+
+    model = consolidate(CIFAR.architecture.library(), {"a": Head(2), "b": Head(3)}, {"a": [0, 1], "b": [2, 3, 4]})
+    assert fuse(model) is model
+
+
+def test_report_and_export_of_the_fused_model(tmp_path):
+    pool = Pool(tmp_path / "pool", CIFAR)
+    plain = random_model(CIFAR.architecture, CIFAR.hierarchy, TASKS[:3])
+    pool.save_library(plain.library)
+    for t, e in zip(TASKS[:3], plain.experts):
+        pool.save_expert(t, e)
+    fused, _ = build_task_model(pool, TASKS[:3])
+    report = describe(fused, CIFAR, CIFAR.input_shape)
+    expected = describe(plain, CIFAR, CIFAR.input_shape)
+    assert report["form"] == "fused" and expected["form"] == "plain"
+    assert report["params"] == expected["params"] and report["flops"] == expected["flops"]  # the paper's measure
+    export(fused, CIFAR, CIFAR.input_shape, tmp_path / "m.pt2")
+    program = torch.export.load(tmp_path / "m.pt2").module()  # plain torch, no project code
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert (program(x) - plain.eval()(x)).abs().max() <= 1e-4
+
+
+def test_warm_queries_use_the_cache_and_replaced_files_are_reread(tmp_path):
+    pool = Pool(tmp_path / "pool", CIFAR)
+    plain = random_model(CIFAR.architecture, CIFAR.hierarchy, TASKS[:2])
+    pool.save_library(plain.library)
+    for t, e in zip(TASKS[:2], plain.experts):
+        pool.save_expert(t, e)
+    CACHE.clear()
+    first, _ = build_task_model(pool, TASKS[:2])
+    misses = CACHE.misses
+    second, _ = build_task_model(pool, TASKS[:2])
+    assert CACHE.misses == misses and CACHE.hits >= 3  # library + 2 experts served from memory
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(first(x), second(x))
+
+    second.double()  # one query's model changed: the cache and other models are not
+    assert first.library.stem.dtype == torch.float32
+    third, _ = build_task_model(pool, TASKS[:2])
+    assert third.heads.fc_weight.dtype == torch.float32
+
+    retrained = randomize_bn(CIFAR.architecture.expert(len(CIFAR.hierarchy[TASKS[0]])), 99)
+    pool.save_expert(TASKS[0], retrained)
+    fourth, _ = build_task_model(pool, TASKS[:2])
+    with torch.no_grad():
+        assert not torch.allclose(fourth(x), first(x))
+        reference = consolidate(pool.load_library(), {t: pool.load_expert(t) for t in TASKS[:2]}, CIFAR.hierarchy)
+        assert (fourth(x) - reference(x)).abs().max() <= 1e-4
