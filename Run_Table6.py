@@ -25,6 +25,8 @@ from pathlib import Path
 from poe import table6
 from poe.cli import add_common_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
+from poe.extract import DEFAULT_VIEWS
+from poe.feature_cache import CACHE_DTYPES
 from poe.pool import Pool, atomic_write_text
 from poe.preprocess import default_pool_dir, default_pretrained_dir
 from poe.train import pick_amp, pick_device
@@ -69,6 +71,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="expert epochs (LR milestones scale with it); default: the profile's (paper: 100)")
     p.add_argument("--lr_expert", type=float, default=None, help="expert learning rate; default: the profile's")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="default: the profile's (paper: 512)")
+    p.add_argument("--expert_source", "--expert-source", default="cache", choices=["cache", "live"],
+                   help="cache (default): library features and teacher logits computed once per augmented view and "
+                        "the experts of all three pools trained in one joint pass (see Run_preprocessing.py --help "
+                        "for the disk it takes); live: recomputed every batch, one pass per pool")
+    p.add_argument("--cache_views", "--cache-views", type=int, default=DEFAULT_VIEWS, metavar="V",
+                   help=f"augmented views to cache (default {DEFAULT_VIEWS}; capped at the expert epochs)")
+    p.add_argument("--cache_dir", "--cache-dir", default=None, metavar="DIR",
+                   help="where the feature cache lives (default: OUT_DB/feature_cache)")
+    p.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES),
+                   help="storage type of the cached features (default float16)")
     p.add_argument("--force", nargs="+", default=[], choices=["library", "experts"],
                    help="training mode: re-import the library / retrain the experts even if the pools have them")
     p.add_argument("--seed", type=int, default=0)
@@ -116,9 +128,14 @@ def main(argv=None) -> None:
             profile, root, tasks, library_source=source, teacher=args.teacher,
             pretrained_dir=Path(args.pretrained_db or default_pretrained_dir(profile)), data_root=args.data_root,
             download=args.download, batch_size=batch_size, expert_budget=budget, device=device, amp=amp,
-            seed=args.seed, force=args.force)
+            seed=args.seed, force=args.force, expert_source=args.expert_source, cache_views=args.cache_views,
+            cache_dir=args.cache_dir, cache_dtype=args.cache_dtype)
         pools = [(table6.VARIANT_LABELS[v], pool) for v, pool in pools_by_variant.items()]
-        settings.update(library=str(source.library_path), teacher=args.teacher, epochs_expert=budget.epochs,
+        extraction = {"expert_source": args.expert_source}
+        if args.expert_source == "cache":
+            extraction.update(cache_views=min(args.cache_views, budget.epochs), cache_dtype=args.cache_dtype)
+        settings.update(library=str(source.library_path), teacher=args.teacher, **extraction,
+                        epochs_expert=budget.epochs,
                         lr_expert=budget.lr, milestones=list(budget.milestones), batch_size=batch_size,
                         seed=args.seed, train_seconds=round(time.perf_counter() - tic, 1))
 
@@ -136,7 +153,7 @@ def main(argv=None) -> None:
     if plot_path:
         print(table6.plot(doc, Path(plot_path)))
     if args.markdown:
-        text = (f"# Table 6 ({profile.title}): cross-expert errors\n\n{table}\n"
+        text = (f"# Table 6, {profile.title}: cross-expert errors\n\n{table}\n"
                 f"Command: `{command}`\n\nSettings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "\n")
         atomic_write_text(Path(args.markdown), text)
         print(f"markdown      : {args.markdown}")

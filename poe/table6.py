@@ -62,9 +62,12 @@ def paper_rows(dataset: str) -> dict[str, dict[int, float]]:
 # -- training: three pools sharing one library and one teacher ------------------------------------
 def prepare_pools(profile: Profile, root: Path, tasks: list[str], *, library_source: Pool, teacher: str,
                   pretrained_dir: Path, data_root, download: bool, batch_size: int, expert_budget: Budget,
-                  device: torch.device, amp: str, seed: int, force=()) -> dict[str, Pool]:
+                  device: torch.device, amp: str, seed: int, force=(), **extraction) -> dict[str, Pool]:
     """Make `root/<variant>/` hold the library of `library_source` and an expert per task trained
-    with that variant's loss; what is already there (same library, loss and teacher) is kept."""
+    with that variant's loss; what is already there (same library, loss and teacher) is kept.
+    `extraction`: Preprocessor's expert_source / cache_views / cache_dir / cache_dtype; the feature
+    cache defaults to `root/feature_cache`, one for the three pools."""
+    extraction["cache_dir"] = extraction.get("cache_dir") or Path(root) / "feature_cache"
     source_fp = library_fingerprint(library_source.load_library())
     budgets = {**profile.budgets, "expert": expert_budget}
     pools, preprocessors, todo = {}, {}, {}
@@ -72,7 +75,7 @@ def prepare_pools(profile: Profile, root: Path, tasks: list[str], *, library_sou
         pool = Pool(Path(root) / variant, profile)
         pool._writable()
         pre = Preprocessor(profile, pool, pretrained_dir, data_root=data_root, download=download,
-                           batch_size=batch_size, budgets=budgets, device=device, amp=amp, seed=seed)
+                           batch_size=batch_size, budgets=budgets, device=device, amp=amp, seed=seed, **extraction)
         if not pool.has_library() or "library" in force:
             pre.import_library(library_source)
         elif library_fingerprint(pool.load_library()) != source_fp:
@@ -102,12 +105,20 @@ def prepare_pools(profile: Profile, root: Path, tasks: list[str], *, library_sou
 
 
 def train_experts(preprocessors: dict[str, Preprocessor], todo: dict[str, list[str]], teacher: str, oracle_fn):
-    """Train the missing experts of each variant's pool (one joint pass over its tasks per variant).
-    The seam where a cached / all-variants-at-once trainer plugs in."""
-    for variant, pre in preprocessors.items():
-        if todo[variant]:
-            print(f"[{variant}] training {len(todo[variant])} experts with {VARIANT_LABELS[variant]}")
-            pre.experts(todo[variant], variant, teacher, oracle_fn)
+    """Train the missing experts of every variant's pool. From the feature cache (the default), all
+    variants in one joint pass: library features and teacher logits computed once for the three
+    pools. With expert_source 'live', one pass per variant, recomputing both every batch."""
+    jobs = {v: (pre.pool, todo[v]) for v, pre in preprocessors.items() if todo[v]}
+    for variant, (_, tasks) in jobs.items():
+        print(f"[{variant}] training {len(tasks)} experts with {VARIANT_LABELS[variant]}")
+    if not jobs:
+        return
+    first = preprocessors[next(iter(jobs))]  # every pool holds its library (checked by prepare_pools)
+    if first.expert_source == "cache":
+        first.train_expert_pools(jobs, teacher, oracle_fn)
+    else:
+        for variant, (_, tasks) in jobs.items():
+            preprocessors[variant].experts(tasks, variant, teacher, oracle_fn)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -180,7 +191,7 @@ def shape_check(rows: list[dict]) -> dict | None:
 def report(profile: Profile, tasks: list[str], rows: list[dict], **extra) -> dict:
     paper = paper_rows(profile.name)
     sizes = sizes_for(len(tasks))
-    return {"dataset": profile.name, "tasks": tasks, "rows": rows,
+    return {"dataset": profile.name, "title": profile.title, "tasks": tasks, "rows": rows,
             "paper": {VARIANT_LABELS[v]: {str(n): vals[n] for n in sizes} for v, vals in paper.items()},
             "paper_tasks": get_profile(profile.name).default_tasks if paper else None,  # not a --task_file's
             "shape": shape_check(rows), **extra}
@@ -238,14 +249,14 @@ def plot(doc: dict, path: Path) -> str:
     for i, r in enumerate(doc["rows"]):
         xs = [int(n) for n in r["cross_expert_pct"]]
         colour = colours.get(VARIANT_LABELS.get(r.get("loss")), f"C{len(VARIANTS) + i}")
-        ax.plot(xs, list(r["cross_expert_pct"].values()), "o-", color=colour, label=r["label"])
+        ax.plot(xs, list(r["cross_expert_pct"].values()), "o^vD<>"[i % 6] + "-", color=colour, label=r["label"])
     for label, values in doc["paper"].items():
         ax.plot([int(n) for n in values], list(values.values()), "s--", color=colours[label], alpha=0.6,
                 label=f"paper: {label}")
     ax.set_xlabel("n(Q), tasks per query")
     ax.set_ylabel("cross-expert errors (% of errors)")
     ax.set_xticks(sorted({int(n) for r in doc["rows"] for n in r["cross_expert_pct"]}))
-    ax.set_title(f"Table 6, {doc['dataset']}: mean over all task combinations")
+    ax.set_title(f"Table 6, {doc.get('title', doc['dataset'])}\nmean over all combinations of the tasks", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

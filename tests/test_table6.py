@@ -165,6 +165,9 @@ def test_training_mode_end_to_end(small_demo, source_pool, tmp_path, capsys):
         manifest = json.loads((out_db / variant / "manifest.json").read_text())
         assert sorted(manifest["experts"]) == sorted(TASKS)
         assert {e["loss"] for e in manifest["experts"].values()} == {variant}
+        # the three pools' experts were trained in one joint pass over one feature cache
+        assert {e["extraction"]["joint_experts"] for e in manifest["experts"].values()} == {9}
+    assert (out_db / "feature_cache").is_dir()
     assert doc["settings"]["epochs_expert"] == 1 and "| L_scale only |" in (tmp_path / "t6.md").read_text()
     # the same library in all three pools: only the experts' loss differs
     source_fp = library_fingerprint(Pool(source_pool, DEMO).load_library())
@@ -188,6 +191,22 @@ def test_training_mode_end_to_end(small_demo, source_pool, tmp_path, capsys):
     rows = json.loads(report.read_text())["rows"]
     assert [r["label"] for r in rows] == ["mine", "L_soft only (soft)"]
     assert rows[0]["cross_expert_pct"] == doc["rows"][1]["cross_expert_pct"]
+
+
+def test_training_mode_live_extraction(small_demo, source_pool, tmp_path, capsys):
+    """--expert_source live: the paper's code path, one pass per pool recomputing the library."""
+    out_db, report = tmp_path / "t6", tmp_path / "t6.json"
+    code, out, err = table6_cli(["--dataset", "demo", "--library_from", str(source_pool), "--out_db", str(out_db),
+                                 "--teacher", "library-student", "--epochs_expert", "1", "--tasks", "disks", "rings",
+                                 "--amp", "none", "--expert_source", "live", "--json", str(report)], capsys)
+    assert code == 0, err
+    doc = json.loads(report.read_text())
+    assert [r["loss"] for r in doc["rows"]] == list(table6.VARIANTS) and doc["settings"]["expert_source"] == "live"
+    assert all(r["combinations"] == {"2": 1} for r in doc["rows"])
+    assert not (out_db / "feature_cache").exists()
+    for variant in table6.VARIANTS:
+        experts = json.loads((out_db / variant / "manifest.json").read_text())["experts"]
+        assert sorted(experts) == ["disks", "rings"] and {e["loss"] for e in experts.values()} == {variant}
 
 
 def test_user_errors(small_demo, source_pool, tmp_path, capsys):
