@@ -46,29 +46,43 @@ def initial_expert(arch, num_classes: int, seed: int, task: str) -> nn.Module:
 
 
 class JointExperts(nn.Module):
-    """N experts as one module: WRN heads stacked as grouped convolutions (exact), any other
-    architecture kept as a list of separate modules. forward -> one logits tensor per expert."""
+    """N experts trained as one module over the same batches; forward -> one logits tensor each.
 
-    def __init__(self, experts: list[nn.Module]):
+    layout "grouped": WRN heads stacked as grouped convolutions (poe.networks.grouped; exact).
+    layout "separate": the experts side by side as separate modules, activations channels-last.
+    "auto" picks grouped on GPUs (one kernel per layer for all experts) and separate on CPUs, where
+    oneDNN's grouped-convolution backward is slow: measured on the 2-core EPYC used here, one
+    training step of 6 experts at batch 512 took 1.0 s grouped vs 0.35 s separate channels-last
+    (bench/p4_extraction.py reports the end-to-end effect). Other architectures are always separate.
+    """
+
+    def __init__(self, experts: list[nn.Module], layout: str = "auto", device: torch.device | str = "cpu"):
         super().__init__()
+        if layout not in ("auto", "grouped", "separate"):
+            raise ValueError(f"unknown layout {layout!r}")
         shapes = [head_shape(e) for e in experts]
         groupable = all(s is not None for s in shapes) and len({s[:4] for s in shapes}) == 1
-        self.grouped = GroupedWRNHeads.from_heads(experts) if groupable else None
-        self.separate = None if groupable else nn.ModuleList(experts)
+        if layout == "auto":
+            layout = "grouped" if torch.device(device).type == "cuda" else "separate"
+        self.layout = layout if groupable else "separate"
+        self.grouped = GroupedWRNHeads.from_heads(experts) if self.layout == "grouped" else None
+        self.separate = None if self.grouped is not None else \
+            nn.ModuleList(experts).to(memory_format=torch.channels_last)
 
     def forward(self, features) -> list[torch.Tensor]:
         if self.grouped is not None:
             return self.grouped.split(self.grouped(features))
+        features = features.contiguous(memory_format=torch.channels_last)  # oneDNN's native layout
         return [e(features) for e in self.separate]
 
     def experts(self, factories) -> list[nn.Module]:
         """The trained experts as separate modules (`factories[i]()` builds an empty expert i)."""
-        if self.grouped is None:
-            return list(self.separate)
+        states = self.grouped.state_dicts() if self.grouped is not None else \
+            [e.state_dict() for e in self.separate]
         out = []
-        for factory, state in zip(factories, self.grouped.state_dicts()):
+        for factory, state in zip(factories, states):
             expert = factory()
-            expert.load_state_dict(state)
+            expert.load_state_dict(state)  # copies into standard (contiguous) tensors
             out.append(expert)
         return out
 
@@ -100,7 +114,8 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
 
 
 def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *, views: int = DEFAULT_VIEWS,
-                     cache_dir: str | Path, cache_dtype: str = "float16") -> dict[tuple[str, str], float]:
+                     cache_dir: str | Path, cache_dtype: str = "float16",
+                     layout: str = "auto") -> dict[tuple[str, str], float]:
     """Train every member jointly over the cached views; save each into its pool.
 
     Returns {(kind, task): accuracy on the test images of the task's classes}."""
@@ -132,7 +147,7 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     del teacher  # not needed any more: training reads the cache
 
     experts = [initial_expert(arch, len(hierarchy[m.task]), pre.seed, m.task) for m in members]
-    joint = JointExperts(experts)
+    joint = JointExperts(experts, layout, pre.device)
     columns = [torch.tensor(hierarchy[m.task], device=pre.device) for m in members]
     losses = {kind: ExpertLoss(kind, temperature=4.0, alpha=0.3) for kind in {m.kind for m in members}}
     several_kinds = len(losses) > 1
@@ -155,7 +170,8 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     for kind in sorted({m.kind for m in members}):
         mine = {m.task: e.cpu() for m, e in zip(members, trained) if m.kind == kind}
         scores.update({(kind, t): acc for t, acc in pre._own_class_accuracy(library, mine).items()})
-    extraction = {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members)}
+    extraction = {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members),
+                  "layout": joint.layout}
     for m, name, expert in zip(members, names, trained):
         per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{name}", "loss")}
                     for h in history]

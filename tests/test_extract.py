@@ -7,6 +7,7 @@ import torch
 
 from Demo import PROFILE as DEMO
 from poe.data import ArrayDataset
+from poe.extract import Member, initial_expert, train_from_cache
 from poe.feature_cache import CachedLoader, FeatureCache
 from poe.pool import Pool
 from poe.preprocess import Preprocessor
@@ -53,18 +54,27 @@ def test_cached_joint_training_equals_live_training(tmp_path):
     profile = tiny_profile()
     live_pool = make_pool(tmp_path / "live", profile)
     cached_pool = make_pool(tmp_path / "cached", profile)
+    grouped_pool = make_pool(tmp_path / "grouped", profile)
     preprocessor(live_pool, profile, expert_source="live").experts(TASKS, "soft+scale", "library-student", None)
     preprocessor(cached_pool, profile, expert_source="cache", cache_views=2, cache_dtype="float32").experts(
         TASKS, "soft+scale", "library-student", None)
-    live, cached = expert_states(live_pool, TASKS), expert_states(cached_pool, TASKS)
-    untrained = preprocessor(live_pool, profile).profile.architecture.expert(3).state_dict()
+    # The same with the experts stacked as grouped convolutions (the GPU layout), through the same code.
+    train_from_cache(preprocessor(grouped_pool, profile), [Member("soft+scale", t, grouped_pool) for t in TASKS],
+                     "library-student", None, views=2, cache_dir=tmp_path / "cache", cache_dtype="float32",
+                     layout="grouped")
+    live = expert_states(live_pool, TASKS)
+    for pool in (cached_pool, grouped_pool):
+        cached = expert_states(pool, TASKS)
+        for t in TASKS:
+            for name, value in live[t].items():
+                torch.testing.assert_close(cached[t][name], value, atol=2e-4, rtol=1e-3, msg=f"{t} {name}")
     for t in TASKS:
-        for name, value in live[t].items():
-            torch.testing.assert_close(cached[t][name], value, atol=2e-4, rtol=1e-3, msg=f"{t} {name}")
-        moved = (live[t]["fc.weight"] - untrained["fc.weight"]).abs().max()
-        assert moved > 1e-3  # the comparison is not between two untrained experts
+        untrained = initial_expert(profile.architecture, 3, 3, t).state_dict()  # seed 3, as preprocessor()
+        assert (live[t]["fc.weight"] - untrained["fc.weight"]).abs().max() > 1e-3  # the experts did train
     meta = torch.load(cached_pool.expert_path("disks"), weights_only=True)["meta"]
-    assert meta["extraction"] == {"source": "cache", "views": 2, "cache_dtype": "float32", "joint_experts": 2}
+    assert meta["extraction"] == {"source": "cache", "views": 2, "cache_dtype": "float32", "joint_experts": 2,
+                                  "layout": "separate"}
+    assert torch.load(grouped_pool.expert_path("disks"), weights_only=True)["meta"]["extraction"]["layout"] == "grouped"
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
 
 

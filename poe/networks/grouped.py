@@ -44,8 +44,9 @@ class GroupedBlock(nn.Module):
         self.convShortcut = (nn.Conv2d(n * in_planes, n * out_planes, 1, stride, 0, bias=False, groups=n)
                              if needs_projection else None)
 
-    def forward(self, x):  # same arithmetic as wrn.BasicBlock
-        pre = F.relu(self.bn1(x))
+    def forward(self, x, pre=None):  # same arithmetic as wrn.BasicBlock; `pre` when computed already
+        if pre is None:
+            pre = F.relu(self.bn1(x))
         if self.convShortcut is None:
             return x + self.conv2(F.relu(self.bn2(self.conv1(pre))))
         main, shortcut = self._conv1_and_shortcut(pre)
@@ -60,9 +61,36 @@ class GroupedBlock(nn.Module):
         w_short = F.pad(self.convShortcut.weight, (1, 1, 1, 1)).view(n, out_planes, -1, 3, 3)
         weight = torch.cat([w_main, w_short], 1).flatten(0, 1)               # (N·2·W, C, 3, 3)
         both = F.conv2d(pre, weight, None, self.conv1.stride, 1, groups=n)    # (B, N·2·W, H', W')
-        b, _, h, w = both.shape
-        both = both.view(b, n, 2, out_planes, h, w)
-        return both[:, :, 0].reshape(b, n * out_planes, h, w), both[:, :, 1].reshape(b, n * out_planes, h, w)
+        pairs = both.permute(0, 2, 3, 1).unflatten(3, (n, 2, out_planes))    # (B, H', W', N, 2, W)
+        return channels_last_nchw(pairs[..., 0, :]), channels_last_nchw(pairs[..., 1, :])
+
+
+def channels_last_nchw(t):
+    """(B, H, W, G, C) -> (B, G·C, H, W) held in channels-last memory (oneDNN's native layout)."""
+    return t.flatten(3).permute(0, 3, 1, 2)
+
+
+def shared_input_bn_relu(bn: nn.BatchNorm2d, features, n: int):
+    """relu(BN_i(features)) for the n BatchNorms held in channels [i·C, (i+1)·C) of `bn`, all over
+    the same input, side by side as (B, n·C, H, W) in channels-last memory — without n copies of
+    the input. In training mode the batch statistics (the same for every copy) are computed once
+    and each copy's running statistics are updated with them, as n separate BatchNorms would."""
+    b, c, h, w = features.shape
+    if bn.training:
+        var, mean = torch.var_mean(features, dim=(0, 2, 3), unbiased=False)
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            count = b * h * w
+            bn.running_mean.mul_(1 - m).add_(mean.detach().repeat(n), alpha=m)
+            bn.running_var.mul_(1 - m).add_(var.detach().repeat(n) * (count / max(count - 1, 1)), alpha=m)
+        mean, inv_std = mean.repeat(n), torch.rsqrt(var + bn.eps).repeat(n)
+    else:
+        mean, inv_std = bn.running_mean, torch.rsqrt(bn.running_var + bn.eps)
+    scale = bn.weight * inv_std                                                 # (n·C,)
+    shift = bn.bias - mean * scale
+    pixels = features.permute(0, 2, 3, 1).unsqueeze(3)                          # (B, H, W, 1, C)
+    return channels_last_nchw(torch.addcmul(shift.view(n, c), pixels, scale.view(n, c)).relu_())
 
 
 class SegmentedLinear(nn.Module):
@@ -102,10 +130,14 @@ class GroupedWRNHeads(nn.Module):
         self.slices = [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 
     def forward(self, features):  # (B, C, H, W) -> (B, Σk_i)
-        # Each expert has its own first BatchNorm over the same input: give each its own copy.
-        x = features.repeat(1, self.n, 1, 1)                             # (B, N·C, H, W)
-        out = F.relu(self.bn1(self.blocks(x)))                           # (B, N·W, H', W')
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))  # (B, Σk_i)
+        first = self.blocks[0]
+        # Each expert has its own first BatchNorm over the same input.
+        pre = shared_input_bn_relu(first.bn1, features, self.n)                     # (B, N·C, H, W)
+        x = first(pre if first.convShortcut is not None else features.repeat(1, self.n, 1, 1), pre=pre)
+        for block in self.blocks[1:]:
+            x = block(x)
+        out = F.relu(self.bn1(x))                                                   # (B, N·W, H', W')
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))            # (B, Σk_i)
 
     def split(self, logits) -> list[torch.Tensor]:
         """The joint output -> one (B, k_i) tensor per expert."""
