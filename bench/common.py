@@ -1,0 +1,120 @@
+"""What the benchmark scripts share: the project on sys.path, the inputs (real CIFAR-100 test
+images and the authors' pool when ../shared is present, random otherwise), timing (medians of
+interleaved repeats: A B A B ..., so load from other processes hits both sides alike) and tables.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the CLIs do (poe.cli.setup_torch)
+
+import torch  # noqa: E402
+
+from CIFAR100 import PROFILE  # noqa: E402
+from poe.pool import Pool  # noqa: E402
+
+AUTHORS_POOL = SHARED / "reference" / "poe-authors" / "CIFAR100"
+DATA_ROOT = SHARED / "data"
+TASKS = PROFILE.default_tasks  # the paper's six; n(Q)=k uses the first k
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement")
+    p.add_argument("--quick", action="store_true", help="tiny inputs and few repeats: checks the script runs")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    return p
+
+
+def setup(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = f"{names[0]} ×{len(names)}" if names else cpu
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load}; "
+            f"{datetime.datetime.now().isoformat(timespec='minutes')}")
+
+
+def random_pool(root: Path, tasks=TASKS, seed: int = 0) -> Pool:
+    """A pool of random-init networks in our format (when the authors' checkpoints are absent)."""
+    torch.manual_seed(seed)
+    pool = Pool(root, PROFILE)
+    arch = PROFILE.architecture
+    pool.save_library(arch.library())
+    pool.save_student_head(arch.student_head())
+    for t in tasks:
+        pool.save_expert(t, arch.expert(len(PROFILE.hierarchy[t])))
+    return pool
+
+
+def cifar_pool(quick: bool = False) -> tuple[Pool, str]:
+    if AUTHORS_POOL.is_dir() and not quick:
+        return Pool(AUTHORS_POOL, PROFILE), "the authors' published CIFAR-100 library and experts"
+    root = Path(tempfile.mkdtemp(prefix="poe-bench-pool-"))
+    return random_pool(root), "random-init networks (../shared absent or --quick)"
+
+
+def test_images(class_ids, n: int, quick: bool = False) -> tuple[torch.Tensor, str]:
+    """n normalised test images of the given classes (real CIFAR-100 when present, else random)."""
+    if (DATA_ROOT / "cifar-100-python" / "test").is_file() and not quick:
+        test = PROFILE.load(DATA_ROOT)[1].subset(class_ids)
+        x, _ = next(iter(PROFILE.eval_loader(test, batch_size=len(test))))
+        x = x.repeat((n + len(x) - 1) // len(x), 1, 1, 1)[:n]
+        return x.contiguous(), "CIFAR-100 test images of the queried classes"
+    return torch.randn(n, *PROFILE.input_shape, generator=torch.Generator().manual_seed(0)), "random images"
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved A B A B ..."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            tic = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def finish(args, title: str, table: str, notes: list[str], figures: dict) -> None:
+    print(f"\n## {title}\n")
+    print(table)
+    for note in notes:
+        print(f"\n{note}")
+    print(f"\nmachine: {machine()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"title": title, "machine": machine(), **figures}, indent=1) + "\n")
