@@ -68,16 +68,20 @@ class FoldedBlock(nn.Module):
         self.register_buffer("weight2", _cat(parts, "weight2"))
 
     def forward(self, x, pre=None):  # x: (B, G·C, H, W); `pre` given when already computed
+        # In-place where a fresh tensor is overwritten: fewer allocations and memory passes.
         if pre is None:
-            pre = torch.relu(torch.addcmul(self.shift1, x, self.scale1))
+            pre = torch.addcmul(self.shift1, x, self.scale1).relu_()
         out = F.conv2d(pre, self.weight1, self.bias1, self.stride, 1, groups=self.groups)
-        if self.projection:  # channels of group g: [conv1 (W) | shortcut (W)]
-            pairs = out.permute(0, 2, 3, 1).unflatten(3, (self.groups, 2, self.width))  # (B, H, W, G, 2, W)
-            out = _nchw(torch.relu(pairs[..., 0, :]))
-            shortcut = _nchw(pairs[..., 1, :])
-        else:
-            shortcut, out = x, torch.relu(out)
-        return shortcut + F.conv2d(out, self.weight2, None, 1, 1, groups=self.groups)
+        if not self.projection:
+            return F.conv2d(out.relu_(), self.weight2, None, 1, 1, groups=self.groups).add_(x)
+        # channels of group g: [conv1 (W) | shortcut (W)]
+        pairs = out.permute(0, 2, 3, 1).unflatten(3, (self.groups, 2, self.width))  # (B, H, W, G, 2, W)
+        out = F.conv2d(_nchw(torch.relu(pairs[..., 0, :])), self.weight2, None, 1, 1, groups=self.groups)
+        out_pixels = out.permute(0, 2, 3, 1).unflatten(3, (self.groups, self.width))  # a view when channels-last
+        if out_pixels.is_contiguous():
+            out_pixels.add_(pairs[..., 1, :])
+            return out
+        return out + _nchw(pairs[..., 1, :])
 
 
 def _cat(parts, key):
