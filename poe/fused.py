@@ -6,8 +6,8 @@ global class order), with
     concatenated expert channels, so n experts cost a few large kernels instead of n×(many small);
   * BatchNorm folded (eval mode): a BN that follows a convolution becomes that convolution's
     scale and bias; a BN that follows a residual sum (pre-activation) becomes one multiply-add;
-  * each block's 1×1 projection shortcut run inside its 3×3 convolution (as the centre tap), one
-    kernel instead of two;
+  * in the experts' grouped blocks, the 1×1 projection shortcut run inside the 3×3 convolution
+    (as the centre tap), one kernel instead of two;
   * the experts' classifiers as one block-diagonal linear layer whose rows are already in sorted
     class order (no gather at the end);
   * channels-last activations (oneDNN's native layout on CPUs: about 2x faster convolutions).
@@ -38,33 +38,43 @@ def bn_affine(state: dict, prefix: str, eps: float = 1e-5) -> tuple[torch.Tensor
 @torch.no_grad()
 def fold_block(state: dict, prefix: str, eps: float = 1e-5) -> dict:
     """One pre-activation BasicBlock's eval-mode arithmetic as folded tensors:
-    pre = relu(x·scale1 + shift1); [main | shortcut] = conv(pre, weight1) + bias1 (bn2 folded into
-    conv1; the 1×1 projection, if any, as the centre tap of extra output channels);
-    out = shortcut + conv(relu(main), weight2)."""
+    pre = relu(x·scale1 + shift1); main = conv(pre, weight1) + bias1 (bn2 folded into conv1);
+    out = shortcut + conv(relu(main), weight2), shortcut = x or conv1×1(pre, weight_short)."""
     state = {k: v.detach().float() for k, v in state.items() if k.startswith(prefix + ".")}
     scale1, shift1 = bn_affine(state, f"{prefix}.bn1", eps)
     scale2, shift2 = bn_affine(state, f"{prefix}.bn2", eps)
-    weight1, bias1 = state[f"{prefix}.conv1.weight"] * scale2.view(-1, 1, 1, 1), shift2
-    projection = f"{prefix}.convShortcut.weight" in state
-    if projection:
-        weight1 = torch.cat([weight1, F.pad(state[f"{prefix}.convShortcut.weight"], (1, 1, 1, 1))])
-        bias1 = torch.cat([bias1, torch.zeros_like(bias1)])
-    return {"scale1": scale1, "shift1": shift1, "weight1": weight1.contiguous(), "bias1": bias1,
-            "weight2": state[f"{prefix}.conv2.weight"].clone(),
-            "projection": projection, "width": scale2.shape[0]}
+    part = {"scale1": scale1, "shift1": shift1, "bias1": shift2, "width": scale2.shape[0],
+            "weight1": (state[f"{prefix}.conv1.weight"] * scale2.view(-1, 1, 1, 1)).contiguous(),
+            "weight2": state[f"{prefix}.conv2.weight"].clone()}
+    if f"{prefix}.convShortcut.weight" in state:
+        part["weight_short"] = state[f"{prefix}.convShortcut.weight"].clone()
+    return part
 
 
 class FoldedBlock(nn.Module):
-    """`groups` folded BasicBlocks side by side (grouped convolutions), from fold_block() parts."""
+    """`groups` folded BasicBlocks side by side (grouped convolutions), from fold_block() parts.
+
+    With several groups the 1×1 projection runs inside conv1's kernel as its centre tap (extra
+    output channels [conv1 | shortcut] per group): grouped strided 1×1 convolutions are slow on
+    CPUs. With one group two separate convolutions are faster (measured), so they stay apart."""
 
     def __init__(self, parts: list[dict], stride: int):
         super().__init__()
-        self.groups, self.stride = len(parts), stride
-        self.projection, self.width = parts[0]["projection"], parts[0]["width"]
+        self.groups, self.stride, self.width = len(parts), stride, parts[0]["width"]
+        self.projection = "weight_short" in parts[0]
+        self.combined = self.projection and self.groups > 1
         self.register_buffer("scale1", _cat(parts, "scale1").view(1, -1, 1, 1))
         self.register_buffer("shift1", _cat(parts, "shift1").view(1, -1, 1, 1))
-        self.register_buffer("weight1", _cat(parts, "weight1"))
-        self.register_buffer("bias1", _cat(parts, "bias1"))
+        if self.combined:
+            self.register_buffer("weight1", torch.cat([t for p in parts for t in (
+                p["weight1"], F.pad(p["weight_short"], (1, 1, 1, 1)))]))
+            self.register_buffer("bias1", torch.cat([t for p in parts for t in (
+                p["bias1"], torch.zeros_like(p["bias1"]))]))
+        else:
+            self.register_buffer("weight1", _cat(parts, "weight1"))
+            self.register_buffer("bias1", _cat(parts, "bias1"))
+            if self.projection:
+                self.register_buffer("weight_short", _cat(parts, "weight_short"))
         self.register_buffer("weight2", _cat(parts, "weight2"))
 
     def forward(self, x, pre=None):  # x: (B, G·C, H, W); `pre` given when already computed
@@ -72,8 +82,10 @@ class FoldedBlock(nn.Module):
         if pre is None:
             pre = torch.addcmul(self.shift1, x, self.scale1).relu_()
         out = F.conv2d(pre, self.weight1, self.bias1, self.stride, 1, groups=self.groups)
-        if not self.projection:
-            return F.conv2d(out.relu_(), self.weight2, None, 1, 1, groups=self.groups).add_(x)
+        if not self.combined:
+            shortcut = x if not self.projection else \
+                F.conv2d(pre, self.weight_short, None, self.stride, 0, groups=self.groups)
+            return F.conv2d(out.relu_(), self.weight2, None, 1, 1, groups=self.groups).add_(shortcut)
         # channels of group g: [conv1 (W) | shortcut (W)]
         pairs = out.permute(0, 2, 3, 1).unflatten(3, (self.groups, 2, self.width))  # (B, H, W, G, 2, W)
         out = F.conv2d(_nchw(torch.relu(pairs[..., 0, :])), self.weight2, None, 1, 1, groups=self.groups)
