@@ -160,7 +160,7 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
 
     resume = members[0].pool.root / "experts.cache.resume.pt"
     signature = pre._signature("expert", members=names, teacher=teacher_kind, library=fingerprint, source="cache",
-                               views=views, cache_dtype=cache_dtype)
+                               views=views, cache_dtype=cache_dtype, layout=joint.layout)
     history = fit(joint, batch_loss, CachedLoader(cached, pre.batch_size, pre.seed), budget, resume_path=resume,
                   signature=signature, device=pre.device, amp=pre.amp,
                   desc=f"{len(members)} experts (cached, joint)")

@@ -157,3 +157,28 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         preprocessor(pool, profile, cache_views=0).experts(["disks"], "soft", "library-student", None)
     with pytest.raises(PoEError, match="expert source"):
         preprocessor(pool, profile, expert_source="sometimes")
+
+
+def test_an_interrupted_cached_run_resumes_to_the_same_experts(tmp_path, monkeypatch):
+    profile = tiny_profile()
+    full_pool = make_pool(tmp_path / "full", profile)
+    preprocessor(full_pool, profile, epochs=3, cache_views=2).experts(TASKS, "soft+scale", "library-student", None)
+
+    pool = make_pool(tmp_path / "interrupted", profile)
+    original = CachedLoader.__iter__
+
+    def interrupted(self):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        yield from original(self)
+
+    monkeypatch.setattr(CachedLoader, "__iter__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        preprocessor(pool, profile, epochs=3, cache_views=2).experts(TASKS, "soft+scale", "library-student", None)
+    assert (pool.root / "experts.cache.resume.pt").is_file() and not pool.has_expert("disks")
+    monkeypatch.setattr(CachedLoader, "__iter__", original)
+    preprocessor(pool, profile, epochs=3, cache_views=2).experts(TASKS, "soft+scale", "library-student", None)
+    assert not (pool.root / "experts.cache.resume.pt").exists()
+    for t in TASKS:
+        for name, value in full_pool.load_expert(t).state_dict().items():
+            torch.testing.assert_close(pool.load_expert(t).state_dict()[name], value, msg=f"{t} {name}")
