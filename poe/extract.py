@@ -168,7 +168,7 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     trained = joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members])
     scores = {}
     for kind in sorted({m.kind for m in members}):
-        mine = {m.task: e.cpu() for m, e in zip(members, trained) if m.kind == kind}
+        mine = {m.task: e.to(pre.device) for m, e in zip(members, trained) if m.kind == kind}
         scores.update({(kind, t): acc for t, acc in pre._own_class_accuracy(library, mine).items()})
     extraction = {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members),
                   "layout": joint.layout}
