@@ -30,7 +30,6 @@ from poe.data import ArrayDataset
 from poe.networks import WRNArchitecture, WRNConfig
 from poe.pool import Pool
 from poe.preprocess import Preprocessor
-from poe.profiles import Budget
 
 
 def preprocessor(profile, root: Path, source: Pool, source_kind: str, *, epochs: int, views: int = 1,

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .consolidate import TaskModel
-from .networks.grouped import head_shape
+from .networks.grouped import channels_last_nchw as _nchw, head_shape
 from .networks.wrn import BasicBlock, WRNLibrary
 
 CL = torch.channels_last
@@ -102,11 +102,6 @@ def _cat(parts, key):
     return parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
 
 
-def _nchw(t):
-    """(B, H, W, G, C) -> (B, G·C, H, W) in channels-last memory (what the convolutions run fastest on)."""
-    return t.flatten(3).permute(0, 3, 1, 2)
-
-
 class FusedWRNLibrary(nn.Module):
     """WRNLibrary in eval mode with BN folded, channels-last."""
 
@@ -168,7 +163,7 @@ class FusedWRNHeads(nn.Module):
         # Each expert's own first BN over the same features: one broadcast multiply-add makes the
         # n pre-activated copies side by side (B, n·C, H, W) without materialising a repeat.
         pixels = features.permute(0, 2, 3, 1).unsqueeze(3)                          # (B, H, W, 1, C)
-        pre = _nchw(torch.relu(torch.addcmul(first.shift1.view(self.n, c), pixels, first.scale1.view(self.n, c))))
+        pre = _nchw(torch.addcmul(first.shift1.view(self.n, c), pixels, first.scale1.view(self.n, c)).relu_())
         x = first(pre if first.projection else features.repeat(1, self.n, 1, 1), pre=pre)
         for block in self.blocks[1:]:
             x = block(x)
