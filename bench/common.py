@@ -5,10 +5,12 @@ interleaved repeats: A B A B ..., so load from other processes hits both sides a
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -74,6 +76,7 @@ def cifar_pool(quick: bool = False) -> tuple[Pool, str]:
     if AUTHORS_POOL.is_dir() and not quick:
         return Pool(AUTHORS_POOL, PROFILE), "the authors' published CIFAR-100 library and experts"
     root = Path(tempfile.mkdtemp(prefix="poe-bench-pool-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     return random_pool(root), "random-init networks (../shared absent or --quick)"
 
 
