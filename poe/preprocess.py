@@ -6,7 +6,6 @@ last epoch after an interruption. Called by Run_preprocessing.py.
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import torch
@@ -185,9 +184,9 @@ class Preprocessor:
     # -- stage 3: experts ---------------------------------------------------------------------------
     def stale_or_missing(self, tasks: list[str], loss_kind: str, teacher_kind: str) -> list[str]:
         """Tasks whose expert is absent, or was trained on another library / loss / teacher."""
-        fingerprint = self.pool.manifest().get("library", {}) or {}
-        fingerprint = fingerprint.get("fingerprint")
-        entries = self.pool.manifest().get("experts", {})
+        manifest = self.pool.manifest()  # read once
+        fingerprint = (manifest.get("library") or {}).get("fingerprint")
+        entries = manifest.get("experts", {})
         todo = []
         for t in tasks:
             e = entries.get(t)
