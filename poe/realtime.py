@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from .fused import FusedTaskModel, FusedWRNLibrary, fold_expert, fusable_library, shallow_clone
-from .networks.grouped import head_shape
+from .fused import FusedTaskModel, compatible, fold_expert, fuse_library, shallow_clone
 from .pool import Pool
 
 
@@ -59,28 +58,16 @@ CACHE = PieceCache()
 
 def fused_task_model(pool: Pool, tasks: list[str], cache: PieceCache = CACHE) -> nn.Module | None:
     """The fused task model for `tasks` from the cache (reading what is missing), or None when
-    the pool's networks cannot fuse (e.g. MobileNetV2 experts): then use the plain TaskModel."""
+    the pool's networks cannot fuse (networks poe.fused does not know): then use the plain TaskModel."""
     hierarchy = pool.profile.hierarchy
-
-    def build_library():
-        library = pool.load_library()
-        return FusedWRNLibrary(library) if fusable_library(library) else None
-
-    library = cache.get(("library", pool.profile.name), pool.library_path, build_library)
+    library = cache.get(("library", pool.profile.name), pool.library_path, lambda: fuse_library(pool.load_library()))
     if library is None:
         return None
-    experts = []
-    for t in tasks:
-        def build_expert(task=t):
-            expert = pool.load_expert(task)
-            return fold_expert(expert, hierarchy[task]) if head_shape(expert) is not None else None
-
-        folded = cache.get(("expert", pool.profile.name, tuple(hierarchy[t])), pool.expert_path(t), build_expert)
-        if folded is None:
-            return None
-        experts.append(folded)
-    if len({e.shape for e in experts}) != 1:
+    experts = [cache.get(("expert", pool.profile.name, tuple(hierarchy[t])), pool.expert_path(t),
+                         lambda task=t: fold_expert(pool.load_expert(task), hierarchy[task])) for t in tasks]
+    if not compatible(experts):
         return None
+
     def plain():
         from .consolidate import consolidate
         return consolidate(pool.load_library(), {t: pool.load_expert(t) for t in tasks}, hierarchy)

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from CIFAR100 import PROFILE as CIFAR
+from ImageNet import PROFILE as IMAGENET
 from poe.consolidate import consolidate
 from poe.fused import FusedTaskModel, fuse
 from poe.networks import WRNArchitecture, WRNConfig
@@ -60,6 +61,39 @@ def test_fused_equals_sequential_on_real_cifar_images_with_the_authors_checkpoin
             diff = (fused(images) - plain(images)).abs().max().item()
         assert diff <= 1e-4, (tasks, diff)
         assert torch.equal(fused.class_ids, plain.class_ids)
+
+
+def test_fused_mobilenet_pool_equals_sequential_and_is_served_warm(tmp_path):
+    """ImageNet pools (MobileNetV2 library, 1×1-conv experts): BN folded, experts as one matrix
+    product; the same logits as the plain model, also for batches run in chunks; warm queries."""
+    hierarchy = IMAGENET.hierarchy
+    tasks = ["bird_passerine", "bird_aquatic1", "bird_Etc1"]
+    plain = random_model(IMAGENET.architecture, hierarchy, tasks).eval()
+    for expert in plain.experts:  # torchvision's fc init (std 0.01) gives logits ~0.1: scale them up
+        expert.fc.weight.data *= 30
+    fused = fuse(plain)
+    assert isinstance(fused, FusedTaskModel) and fused.tasks == tasks
+    x = torch.randn(5, 3, 224, 224)
+    assert fused.library.chunk_pixels // (224 * 224) < len(x)  # runs in at least two chunks
+    with torch.no_grad():
+        expected = plain(x)
+        assert expected.abs().max() > 1  # logits that are not all ~0: a real comparison
+        assert (fused(x) - expected).abs().max() <= 1e-4
+        assert (fused(x[:1]) - expected[:1]).abs().max() <= 1e-4
+    assert torch.equal(fused.class_ids, plain.class_ids)
+
+    pool = Pool(tmp_path / "pool", IMAGENET)
+    pool.save_library(plain.library)
+    for t, e in zip(tasks, plain.experts):
+        pool.save_expert(t, e)
+    CACHE.clear()
+    first, _ = build_task_model(pool, tasks[:2])
+    misses = CACHE.misses
+    second, _ = build_task_model(pool, tasks[1::-1])
+    assert isinstance(second, FusedTaskModel) and CACHE.misses == misses and CACHE.hits >= 3
+    subset = consolidate(plain.library, dict(zip(tasks[:2], plain.experts[:2])), hierarchy).eval()
+    with torch.no_grad():
+        assert (second(x[:2]) - subset(x[:2])).abs().max() <= 1e-4
 
 
 def test_networks_that_cannot_fuse_keep_the_plain_model():
