@@ -100,13 +100,16 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
     cache = FeatureCache(cache_dir, key)
     train = pre.data[0]
     out = []
+    missing = sum(not cache.has_view(pre.seed, k) for k in range(views))
     for k in range(views):
         loader = pre.train_loader()
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(k)  # view k = the live loader's epoch k: same order, crops and flips
+        building = not cache.has_view(pre.seed, k)
         with frozen(library, teacher):
             out.append(cache.ensure(pre.seed, k, loader, library, teacher, teacher_from_features, device=pre.device,
-                                    amp=pre.amp, dtype=dtype, num_images=len(train)))
+                                    amp=pre.amp, dtype=dtype, num_images=len(train), views_to_build=missing))
+        missing -= building
     size = sum(bytes_per_view(len(v), v.meta["feature_shape"], v.meta["num_classes"], dtype) for v in out)
     print(f"[experts] feature cache: {views} view(s), {size / 1e9:.2f} GB in {cache.folder} "
           f"(reused while library and teacher are unchanged; delete it to free the space)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def data_fingerprint(data) -> str:
 def bytes_per_view(num_images: int, feature_shape, num_classes: int, dtype: str = "float16") -> int:
     itemsize = np.dtype(CACHE_DTYPES[dtype][0]).itemsize
     return num_images * (int(np.prod(feature_shape)) * itemsize + num_classes * 4)
+
+
+def check_disk_space(folder: Path, view_bytes: int, views: int) -> None:
+    """The memmaps are sparse files: a full disk would kill the process mid-write (SIGBUS), so
+    refuse up front when `views` views of `view_bytes` do not fit."""
+    free, need = shutil.disk_usage(folder).free, view_bytes * views
+    if need > free:
+        raise PoEError(f"the feature cache needs {need / 1e9:.1f} GB ({views} view(s) of {view_bytes / 1e9:.1f} GB) "
+                       f"in {folder.parent}, but only {free / 1e9:.1f} GB are free there; use fewer --cache_views, "
+                       "--cache_dir on a larger disk, or --expert_source live (no cache)")
 
 
 class CachedView:
@@ -102,14 +113,16 @@ class FeatureCache:
         return (self.view_folder(seed, k) / "meta.json").is_file()
 
     def ensure(self, seed: int, k: int, loader, library, teacher, teacher_from_features: bool, *,
-               device, amp: str = "none", dtype: str = "float16", num_images: int) -> CachedView:
+               device, amp: str = "none", dtype: str = "float16", num_images: int,
+               views_to_build: int = 1) -> CachedView:
         """Open view k, computing it first if absent. `loader` yields the training batches of
         view k; `teacher` maps images (or, with teacher_from_features, the library's features) to
-        logits. Both run frozen, in eval mode."""
+        logits. Both run frozen, in eval mode. Before writing, the disk must hold `views_to_build`
+        views (this one and those still to come), else a clear error, not a crash mid-write."""
         folder = self.view_folder(seed, k)
         if not self.has_view(seed, k):
             self._build(folder, loader, library, teacher, teacher_from_features, device, amp, dtype, num_images,
-                        desc=f"feature cache view {k}")
+                        desc=f"feature cache view {k}", views_to_build=views_to_build)
         view = CachedView(folder)
         if len(view) != num_images:
             raise PoEError(f"feature cache {folder} holds {len(view)} images, the training set {num_images}; "
@@ -117,7 +130,8 @@ class FeatureCache:
         return view
 
     @torch.no_grad()
-    def _build(self, folder, loader, library, teacher, teacher_from_features, device, amp, dtype, num_images, desc):
+    def _build(self, folder, loader, library, teacher, teacher_from_features, device, amp, dtype, num_images, desc,
+               views_to_build=1):
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.folder / "key.json", json.dumps(self.key, indent=1, sort_keys=True) + "\n")
         np_dtype, torch_dtype = CACHE_DTYPES[dtype]
@@ -134,6 +148,7 @@ class FeatureCache:
                     z = teacher(f) if teacher_from_features else teacher(x)
                 f, z = f.float(), z.float()
                 if features is None:
+                    check_disk_space(folder, bytes_per_view(num_images, f.shape[1:], z.shape[1], dtype), views_to_build)
                     features = np.memmap(tmp["features"], np_dtype, "w+", shape=(num_images, *f.shape[1:]))
                     logits = np.memmap(tmp["logits"], np.float32, "w+", shape=(num_images, z.shape[1]))
                 stored = f.to(torch_dtype)

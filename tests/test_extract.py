@@ -159,6 +159,24 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         preprocessor(pool, profile, expert_source="sometimes")
 
 
+def test_a_cache_that_does_not_fit_on_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    """The views are sparse memmaps: without the check a full disk kills the process mid-write."""
+    import collections
+    import poe.feature_cache
+    from poe.errors import PoEError
+
+    profile = tiny_profile()
+    pool = make_pool(tmp_path / "pool", profile)
+    view_bytes = 48 * (32 * 16 * 16 * 2 + profile.num_classes * 4)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(poe.feature_cache.shutil, "disk_usage", lambda path: usage(0, 0, 2 * view_bytes))
+    with pytest.raises(PoEError, match=r"needs .* GB \(3 view\(s\) of .*--expert_source live"):
+        preprocessor(pool, profile, epochs=3, cache_views=3).experts(["disks"], "soft", "library-student", None)
+    assert not list((pool.root / "feature_cache").glob("*/*/*.bin*"))  # nothing written
+    preprocessor(pool, profile, epochs=3, cache_views=2).experts(["disks"], "soft", "library-student", None)
+    assert len(list((pool.root / "feature_cache").glob("*/*/meta.json"))) == 2  # two views fit
+
+
 def test_an_interrupted_cached_run_resumes_to_the_same_experts(tmp_path, monkeypatch):
     profile = tiny_profile()
     full_pool = make_pool(tmp_path / "full", profile)
