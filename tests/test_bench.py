@@ -26,3 +26,4 @@ def test_bench_script_runs_on_a_tiny_input(script, tmp_path):
     assert figures["title"].startswith(SCRIPTS[script])
     if script == "p2_fused_throughput.py":
         assert figures["max_abs_logit_diff"] <= 1e-4  # the two models it times compute the same logits
+        assert figures["imagenet"]["max_abs_logit_diff"] <= 1e-4  # also for the MobileNetV2 pool
