@@ -59,7 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"augmented views of the training set to cache (default {DEFAULT_VIEWS}; capped at the "
                         "expert epochs); epoch e reads view e mod V. Disk per view: images x library features "
                         "x 2 bytes + logits, e.g. CIFAR-100 50,000x32x16x16x2 B + 50,000x100x4 B = 0.84 GB "
-                        f"({DEFAULT_VIEWS} views: 8.4 GB); RAM: one view's pages at a time (memory-mapped)")
+                        f"({DEFAULT_VIEWS} views: 8.4 GB); ImageNet ~45 GB per view. A cache that does not fit on the "
+                        "disk is refused before writing. RAM: one view's pages at a time (memory-mapped)")
     p.add_argument("--cache_dir", "--cache-dir", default=None, metavar="DIR",
                    help="where the feature cache lives (default: <db>/feature_cache); keyed by library, teacher "
                         "and data, so a stale cache is never read")
