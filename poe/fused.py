@@ -131,7 +131,10 @@ def _cat(parts, key):
 class FusedWRNLibrary(nn.Module):
     """WRNLibrary in eval mode with BN folded, channels-last."""
 
-    chunk_pixels = 64 * 32 * 32  # see FusedTaskModel.forward: 64 CIFAR images per pass
+    def chunk(self, x) -> int:
+        """Images per pass on CPUs (FusedTaskModel.forward). Measured on the 2-core CPU: 64-128
+        CIFAR images and 32-64 Tiny-ImageNet ones are best (both libraries end at 16×16)."""
+        return 64
 
     def __init__(self, library: WRNLibrary):
         super().__init__()
@@ -151,7 +154,9 @@ class FoldedConvLibrary(nn.Module):
     """A Sequential library (torchvision's MobileNetV2 features) in eval mode, each BatchNorm that
     directly follows a convolution folded into it, channels-last."""
 
-    chunk_pixels = 4 * 224 * 224  # measured on the 2-core CPU: batch 32 as 8×4 ~2× faster than whole
+    def chunk(self, x) -> int:
+        """Images per pass on CPUs: 4 at 224×224 (measured: batch 32 as 8×4 ~2× faster than whole)."""
+        return max(1, 4 * 224 * 224 // (x.shape[-2] * x.shape[-1]))
 
     def __init__(self, library: nn.Sequential):
         super().__init__()
@@ -304,7 +309,7 @@ class FusedTaskModel(nn.Module):
         # 2-core EPYC: CIFAR batch 256 as 4×64 is ~20% faster, ImageNet batch 32 as 8×4 ~2×).
         # Images are independent in eval mode, so the logits are the same; an exported program
         # takes the plain path.
-        chunk = max(1, self.library.chunk_pixels // (x.shape[-2] * x.shape[-1]))
+        chunk = self.library.chunk(x)
         if not torch.compiler.is_exporting() and x.device.type == "cpu" and x.shape[0] > chunk:
             return torch.cat([self.heads(self.library(part)) for part in x.split(chunk)])
         return self.heads(self.library(x))
