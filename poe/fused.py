@@ -131,11 +131,6 @@ def _cat(parts, key):
 class FusedWRNLibrary(nn.Module):
     """WRNLibrary in eval mode with BN folded, channels-last."""
 
-    def chunk(self, x) -> int:
-        """Images per pass on CPUs (FusedTaskModel.forward). Measured on the 2-core CPU: 64-128
-        CIFAR images and 32-64 Tiny-ImageNet ones are best (both libraries end at 16×16)."""
-        return 64
-
     def __init__(self, library: WRNLibrary):
         super().__init__()
         state = library.state_dict()
@@ -149,14 +144,15 @@ class FusedWRNLibrary(nn.Module):
         x = x.contiguous(memory_format=CL)
         return self.blocks(conv2d(x, self.stem, None, self.stem_stride, 1))
 
+    def chunk(self, x) -> int:
+        """Images per pass on CPUs (FusedTaskModel.forward). Measured on the 2-core CPU: 64-128
+        CIFAR images and 32-64 Tiny-ImageNet ones are best (both libraries end at 16×16)."""
+        return 64
+
 
 class FoldedConvLibrary(nn.Module):
     """A Sequential library (torchvision's MobileNetV2 features) in eval mode, each BatchNorm that
     directly follows a convolution folded into it, channels-last."""
-
-    def chunk(self, x) -> int:
-        """Images per pass on CPUs: 4 at 224×224 (measured: batch 32 as 8×4 ~2× faster than whole)."""
-        return max(1, 4 * 224 * 224 // (x.shape[-2] * x.shape[-1]))
 
     def __init__(self, library: nn.Sequential):
         super().__init__()
@@ -164,6 +160,10 @@ class FoldedConvLibrary(nn.Module):
 
     def forward(self, x):  # (B, 3, H, W) -> (B, C, H', W') channels-last
         return self.net(x.contiguous(memory_format=CL))
+
+    def chunk(self, x) -> int:
+        """Images per pass on CPUs: 4 at 224×224 (measured: batch 32 as 8×4 ~2× faster than whole)."""
+        return max(1, 4 * 224 * 224 // (x.shape[-2] * x.shape[-1]))
 
 
 @torch.no_grad()
@@ -207,6 +207,8 @@ def block_diagonal_classifier(experts) -> tuple[torch.Tensor, torch.Tensor]:
 
 class FoldedWRNExpert:
     """One WRNHead expert's folded tensors (computed once; a query only concatenates them)."""
+
+    heads = None  # the module that runs several side by side: FusedWRNHeads, set below
 
     def __init__(self, state: dict, classes: list[int], stride: int = 2, eps: float = 1e-5):
         state = {k: v.detach().float() for k, v in state.items()}
@@ -254,7 +256,7 @@ class FoldedConvExpert:
     """One MobileNetV2Expert's folded tensors: 1×1 convolution with its BN as a (width, C) matrix
     and bias, and its classifier (dropout is the identity in eval mode)."""
 
-    heads = None  # FusedConvHeads, set below
+    heads = None  # the module that runs several side by side: FusedConvHeads, set below
 
     def __init__(self, expert: MobileNetV2Expert, classes: list[int]):
         state = {k: v.detach().float() for k, v in expert.state_dict().items()}
