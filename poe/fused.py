@@ -111,8 +111,8 @@ def conv2d(x, weight, bias, stride: int, padding: int, groups: int = 1):
     """F.conv2d, except for one CPU image through an ungrouped convolution: there PyTorch picks its
     im2col kernel (`slow_conv2d`), and oneDNN's direct convolution on the channels-last data is
     faster (measured on the 2-core EPYC, whole batch-1 queries: 3–10 % faster with 2 threads,
-    9–13 % with 1; the gain varies with the VM's phase). Same
-    arithmetic up to float rounding; exported or compiled programs keep F.conv2d."""
+    9–13 % with 1). Same arithmetic up to float rounding; exported or compiled programs keep
+    F.conv2d."""
     if (x.shape[0] == 1 and groups == 1 and x.device.type == "cpu" and x.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and not torch.compiler.is_compiling()):
         return torch.mkldnn_convolution(x, weight, bias, (padding, padding), (stride, stride), (1, 1), 1)
