@@ -157,7 +157,7 @@ class FoldedConvLibrary(nn.Module):
 
     def __init__(self, library: nn.Sequential):
         super().__init__()
-        self.net = _fold_conv_bn(copy.deepcopy(library).float().eval()).to(memory_format=CL)
+        self.net = _fold_conv_bn(copy.deepcopy(library).float().eval()).to(memory_format=CL).requires_grad_(False)
 
     def forward(self, x):  # (B, 3, H, W) -> (B, C, H', W') channels-last
         return self.net(x.contiguous(memory_format=CL))
@@ -330,7 +330,10 @@ def shallow_clone(module: nn.Module) -> nn.Module:
     leaves the original alone (weights are shared read-only, as a cache of folded pieces needs)."""
     clone = module.__class__.__new__(module.__class__)
     clone.__dict__ = module.__dict__.copy()
-    clone._parameters = dict(module._parameters)
+    # New Parameter objects over the same storage: `.double()` and the like assign `param.data`
+    # in place, which would otherwise convert the cached original too.
+    clone._parameters = {k: None if p is None else nn.Parameter(p.detach(), p.requires_grad)
+                         for k, p in module._parameters.items()}
     clone._buffers = dict(module._buffers)
     clone._modules = {k: shallow_clone(m) if m is not None else None for k, m in module._modules.items()}
     return clone

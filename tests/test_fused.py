@@ -96,6 +96,9 @@ def test_fused_mobilenet_pool_equals_sequential_and_is_served_warm(tmp_path):
     subset = consolidate(plain.library, dict(zip(tasks[:2], plain.experts[:2])), hierarchy).eval()
     with torch.no_grad():
         assert (second(x[:2]) - subset(x[:2])).abs().max() <= 1e-4
+    second.double()  # one query's model changed (its library holds Parameters): the cache is not
+    third, _ = build_task_model(pool, tasks[:2])
+    assert all(p.dtype == torch.float32 for m in (first, third) for p in m.library.parameters())
 
 
 def test_networks_that_cannot_fuse_keep_the_plain_model():
