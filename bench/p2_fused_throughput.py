@@ -45,7 +45,27 @@ def compare(pool, tasks, images, batches, args, repeats_for):
         ips = {k: b / v for k, v in s.items()}
         rows.append([b, ips["sequential"], ips["fused"], f"{ips['fused'] / ips['sequential']:.2f}x"])
         figures[b] = {"images_per_s": ips, "speedup": ips["fused"] / ips["sequential"], "repeats": repeats}
+    figures["batch1_parts_ms"] = parts(plain, fused, images[:1], args.repeats or (3 if args.quick else 200))
     return rows, figures
+
+
+def parts(plain, fused, x, repeats):
+    """Milliseconds per single image of each part: the library (plain / fused) and the experts
+    (plain, one after the other / fused heads), interleaved like the whole models."""
+    with torch.inference_mode():
+        plain_features, fused_features = plain.library(x), fused.library(x)
+
+        def call(fn):
+            def timed():
+                with torch.inference_mode():
+                    fn()
+            return timed
+
+        s = common.interleaved({
+            "library_sequential": call(lambda: plain.library(x)), "library_fused": call(lambda: fused.library(x)),
+            "experts_sequential": call(lambda: [e(plain_features) for e in plain.experts]),
+            "experts_fused": call(lambda: fused.heads(fused_features))}, repeats)
+    return {k: 1000 * v for k, v in s.items()}
 
 
 @torch.no_grad()
@@ -89,8 +109,11 @@ def main(argv=None):
                             lambda b: 3 if args.quick else (200 if b == 1 else 15))
     headers = ["batch", "sequential (img/s)", "fused (img/s)", "fused / sequential"]
     table = common.markdown_table(headers, rows)
+    ms = figures["batch1_parts_ms"]
     notes = [f"pool: {source}; inputs: {image_source}; n(Q)=5 ({', '.join(tasks)}); medians of interleaved "
-             f"repeats; max |fused - sequential| logit difference {figures['max_abs_logit_diff']:.2e}."]
+             f"repeats; max |fused - sequential| logit difference {figures['max_abs_logit_diff']:.2e}.",
+             f"Batch 1 by part (ms): library {ms['library_sequential']:.3f} sequential / {ms['library_fused']:.3f} "
+             f"fused; experts {ms['experts_sequential']:.3f} sequential / {ms['experts_fused']:.3f} fused."]
     if not args.skip_imagenet:
         root = Path(tempfile.mkdtemp(prefix="poe-bench-p2-"))
         try:
