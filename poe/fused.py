@@ -92,11 +92,11 @@ class FoldedBlock(nn.Module):
         # In-place where a fresh tensor is overwritten: fewer allocations and memory passes.
         if pre is None:
             pre = torch.addcmul(self.shift1, x, self.scale1).relu_()
-        out = conv2d(pre, self.weight1, self.bias1, self.stride, 1, self.groups)
+        out = F.conv2d(pre, self.weight1, self.bias1, self.stride, 1, groups=self.groups)
         if not self.combined:
             shortcut = x if not self.projection else \
-                conv2d(pre, self.weight_short, None, self.stride, 0, self.groups)
-            return conv2d(out.relu_(), self.weight2, None, 1, 1, self.groups).add_(shortcut)
+                F.conv2d(pre, self.weight_short, None, self.stride, 0, groups=self.groups)
+            return F.conv2d(out.relu_(), self.weight2, None, 1, 1, groups=self.groups).add_(shortcut)
         # channels of group g: [conv1 (W) | shortcut (W)]
         pairs = out.permute(0, 2, 3, 1).unflatten(3, (self.groups, 2, self.width))  # (B, H, W, G, 2, W)
         out = F.conv2d(_nchw(torch.relu(pairs[..., 0, :])), self.weight2, None, 1, 1, groups=self.groups)
@@ -105,18 +105,6 @@ class FoldedBlock(nn.Module):
             out_pixels.add_(pairs[..., 1, :])
             return out
         return out + _nchw(pairs[..., 1, :])
-
-
-def conv2d(x, weight, bias, stride: int, padding: int, groups: int = 1):
-    """F.conv2d, except for one CPU image through an ungrouped convolution: there PyTorch picks its
-    im2col kernel (`slow_conv2d`), and oneDNN's direct convolution on the channels-last data is
-    faster (measured on the 2-core EPYC, whole batch-1 queries: 3–10 % faster with 2 threads,
-    9–13 % with 1). Same arithmetic up to float rounding; exported or compiled programs keep
-    F.conv2d."""
-    if (x.shape[0] == 1 and groups == 1 and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and not torch.compiler.is_compiling()):
-        return torch.mkldnn_convolution(x, weight, bias, (padding, padding), (stride, stride), (1, 1), 1)
-    return F.conv2d(x, weight, bias, stride, padding, groups=groups)
 
 
 def _cl_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -143,7 +131,7 @@ class FusedWRNLibrary(nn.Module):
 
     def forward(self, x):  # (B, 3, H, W) -> (B, C, H', W') channels-last
         x = x.contiguous(memory_format=CL)
-        return self.blocks(conv2d(x, self.stem, None, self.stem_stride, 1))
+        return self.blocks(F.conv2d(x, self.stem, None, self.stem_stride, 1))
 
     def chunk(self, x) -> int:
         """Images per pass on CPUs (FusedTaskModel.forward). Measured on the 2-core CPU: 64-128

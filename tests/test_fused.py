@@ -45,7 +45,7 @@ def test_fused_equals_sequential_on_random_networks():
             x = torch.randn(5, 3, size, size)
             with torch.no_grad():
                 expected, got = plain(x), fused(x)
-                one = fused(x[:1])  # a single image takes another convolution kernel (poe.fused.conv2d)
+                one = fused(x[:1])  # a single image: PyTorch picks other convolution kernels
             assert torch.equal(fused.class_ids, plain.class_ids) and fused.tasks == tasks
             assert (got - expected).abs().max() <= 1e-4, (tasks, (got - expected).abs().max())
             assert (one - expected[:1]).abs().max() <= 1e-4, (tasks, (one - expected[:1]).abs().max())
