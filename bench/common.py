@@ -90,17 +90,26 @@ def test_images(class_ids, n: int, quick: bool = False) -> tuple[torch.Tensor, s
     return torch.randn(n, *PROFILE.input_shape, generator=torch.Generator().manual_seed(0)), "random images"
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved A B A B ..."""
+def interleaved(fns: dict, repeats: int, warmup: int = 2, block: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved A B A B ...
+
+    block > 1 interleaves runs of calls instead, A×block B×block ..., each run after one untimed
+    call: every function is timed in its steady state (its weights and activations in the CPU
+    caches, as in a service that keeps running one model) while slow drifts in the machine's
+    speed still hit all sides alike. Single calls interleaved measure each model just after the
+    other one has evicted its data from the caches."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            tic = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - tic)
+            if block > 1:
+                fn()
+            for _ in range(block):
+                tic = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - tic)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
