@@ -25,11 +25,13 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the CLIs do (poe.cli.se
 import torch  # noqa: E402
 
 from CIFAR100 import PROFILE  # noqa: E402
+from ImageNet import PROFILE as IMAGENET  # noqa: E402
 from poe.pool import Pool  # noqa: E402
 
 AUTHORS_POOL = SHARED / "reference" / "poe-authors" / "CIFAR100"
 DATA_ROOT = SHARED / "data"
 TASKS = PROFILE.default_tasks  # the paper's six; n(Q)=k uses the first k
+IMAGENET_TASKS = list(IMAGENET.hierarchy)[:4]  # the paper's four bird tasks
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -69,6 +71,37 @@ def random_pool(root: Path, tasks=TASKS, seed: int = 0) -> Pool:
     pool.save_student_head(arch.student_head())
     for t in tasks:
         pool.save_expert(t, arch.expert(len(PROFILE.hierarchy[t])))
+    return pool
+
+
+@torch.no_grad()
+def calibrate(net, x):
+    """BatchNorm running statistics from one batch (as a trained network has): without them a
+    random-init MobileNetV2 gives features of ~1e-8 and the logit comparison would mean nothing."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: this batch's statistics
+    out = net.train()(x)
+    net.eval()
+    return out
+
+
+def imagenet_pool(size: int = 224) -> Pool:
+    """An ImageNet pool (MobileNetV2 library, the four bird experts) of random-init networks with
+    BatchNorm statistics calibrated on random size×size images, in a folder removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="poe-bench-imagenet-pool-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    torch.manual_seed(0)
+    pool = Pool(root, IMAGENET)
+    arch = IMAGENET.architecture
+    library = arch.library()
+    features = calibrate(library, torch.randn(16, 3, size, size))
+    pool.save_library(library)
+    for t in IMAGENET_TASKS:
+        expert = arch.expert(len(IMAGENET.hierarchy[t]))
+        calibrate(expert, features)
+        pool.save_expert(t, expert)
     return pool
 
 

@@ -12,18 +12,11 @@ random 224x224 images), n(Q)=4 bird tasks, batch 1 and 32 (--skip_imagenet leave
     python bench/p2_fused_throughput.py
     python bench/p2_fused_throughput.py --threads 1 --repeats 20
 """
-import shutil
-import tempfile
-from pathlib import Path
-
 import torch
 
 import common
-from ImageNet import PROFILE as IMAGENET
-from poe.pool import Pool
 from poe.service import build_task_model
 
-IMAGENET_TASKS = list(IMAGENET.hierarchy)[:4]
 BLOCK = 20  # calls per run in the steady-state measurement of single images
 
 
@@ -79,33 +72,6 @@ def parts(plain, fused, x, repeats):
     return {k: 1000 * v for k, v in s.items()}
 
 
-@torch.no_grad()
-def calibrate(net, x):
-    """BatchNorm running statistics from one batch (as a trained network has): without them a
-    random-init MobileNetV2 gives features of ~1e-8 and the logit comparison would mean nothing."""
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: this batch's statistics
-    out = net.train()(x)
-    net.eval()
-    return out
-
-
-def imagenet_pool(root: Path, size: int) -> Pool:
-    torch.manual_seed(0)
-    pool = Pool(root, IMAGENET)
-    arch = IMAGENET.architecture
-    library = arch.library()
-    features = calibrate(library, torch.randn(16, 3, size, size))
-    pool.save_library(library)
-    for t in IMAGENET_TASKS:
-        expert = arch.expert(len(IMAGENET.hierarchy[t]))
-        calibrate(expert, features)
-        pool.save_expert(t, expert)
-    return pool
-
-
 def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--skip_imagenet", action="store_true", help="only the CIFAR-100 pool")
@@ -126,20 +92,16 @@ def main(argv=None):
              f"Batch 1 by part (ms): library {ms['library_sequential']:.3f} sequential / {ms['library_fused']:.3f} "
              f"fused; experts {ms['experts_sequential']:.3f} sequential / {ms['experts_fused']:.3f} fused."]
     if not args.skip_imagenet:
-        root = Path(tempfile.mkdtemp(prefix="poe-bench-p2-"))
-        try:
-            size = 64 if args.quick else 224
-            batches = (1, 2) if args.quick else (1, 32)
-            x = torch.randn(max(batches), 3, size, size, generator=torch.Generator().manual_seed(0))
-            im_rows, figures["imagenet"] = compare(imagenet_pool(root, size), IMAGENET_TASKS, x, batches, args,
-                                                   lambda b, block: 3 if args.quick else (40 // block if b == 1 else 8))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        size = 64 if args.quick else 224
+        batches = (1, 2) if args.quick else (1, 32)
+        x = torch.randn(max(batches), 3, size, size, generator=torch.Generator().manual_seed(0))
+        im_rows, figures["imagenet"] = compare(common.imagenet_pool(size), common.IMAGENET_TASKS, x, batches, args,
+                                               lambda b, block: 3 if args.quick else (40 // block if b == 1 else 8))
         table += "\n\nImageNet pool (MobileNetV2 library, random weights), n(Q)=4:\n\n" + \
             common.markdown_table(headers, im_rows)
         im = figures["imagenet"]
-        notes.append(f"ImageNet pool: {', '.join(IMAGENET_TASKS)}; BatchNorm statistics calibrated on random "
-                     f"{size}x{size} images, which are also the inputs; max |fused - sequential| logit difference "
+        notes.append(f"ImageNet pool: {', '.join(common.IMAGENET_TASKS)}; BatchNorm statistics calibrated on "
+                     f"random {size}x{size} images, which are also the inputs; max |fused - sequential| logit difference "
                      f"{im['max_abs_logit_diff']:.2e} (logits up to {im['max_abs_logit']:.2g}).")
     common.finish(args, "P2 fused vs sequential task model (n(Q)=5)", table, notes, figures)
 

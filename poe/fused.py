@@ -143,9 +143,11 @@ class FoldedConvLibrary(nn.Module):
     """A Sequential library (torchvision's MobileNetV2 features) in eval mode, each BatchNorm that
     directly follows a convolution folded into it, channels-last."""
 
-    def __init__(self, library: nn.Sequential):
+    def __init__(self, library: nn.Sequential, copy_library: bool = True):
         super().__init__()
-        self.net = _fold_conv_bn(copy.deepcopy(library).float().eval()).to(memory_format=CL).requires_grad_(False)
+        if copy_library:  # False: the caller hands over a library of its own (saves a deep copy)
+            library = copy.deepcopy(library)
+        self.net = _fold_conv_bn(library.float().eval()).to(memory_format=CL).requires_grad_(False)
 
     def forward(self, x):  # (B, 3, H, W) -> (B, C, H', W') channels-last
         return self.net(x.contiguous(memory_format=CL))
@@ -170,13 +172,14 @@ def _fold_conv_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def fuse_library(library: nn.Module) -> nn.Module | None:
-    """The library's fused form, or None for networks poe.fused does not know."""
+def fuse_library(library: nn.Module, copy_library: bool = True) -> nn.Module | None:
+    """The library's fused form, or None for networks poe.fused does not know. copy_library=False
+    lets the folding reuse (and change) the given modules: for a library loaded just for this."""
     if isinstance(library, WRNLibrary) and all(
             isinstance(b, BasicBlock) for g in (library.block1, library.block2) for b in g.layer):
-        return FusedWRNLibrary(library)
+        return FusedWRNLibrary(library).eval()
     if isinstance(library, nn.Sequential):
-        return FoldedConvLibrary(library)
+        return FoldedConvLibrary(library, copy_library).eval()
     return None
 
 
@@ -281,9 +284,13 @@ FoldedConvExpert.heads = FusedConvHeads
 class FusedTaskModel(nn.Module):
     """Drop-in for TaskModel (same outputs, `class_ids`, `tasks`, `expert_classes`), faster."""
 
-    def __init__(self, library: nn.Module, experts: list, tasks: list[str] | None = None, plain=None):
+    def __init__(self, library: nn.Module, experts: list, tasks: list[str] | None = None, plain=None,
+                 shared_library: bool = False):
         super().__init__()
         self._plain = plain  # () -> the equivalent TaskModel (for reports: parameters, FLOPs)
+        # shared_library: `library` is also held by poe.realtime's cache and other queries' models;
+        # it is copied (shallowly) the first time this model is converted (.to, .double, ...).
+        self._shared_library = shared_library
         if not compatible(experts):
             raise ValueError("fused experts must be of one kind and shape (in_channels, width, depth, stride)")
         concat = torch.tensor([c for e in experts for c in e.classes], dtype=torch.long)
@@ -304,6 +311,20 @@ class FusedTaskModel(nn.Module):
         if not torch.compiler.is_exporting() and x.device.type == "cpu" and x.shape[0] > chunk:
             return torch.cat([self.heads(self.library(part)) for part in x.split(chunk)])
         return self.heads(self.library(x))
+
+    def _apply(self, fn, *args, **kwargs):  # behind .to(), .cuda(), .double(), ...: copy on write
+        if self._shared_library:
+            self.library, self._shared_library = shallow_clone(self.library), False
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        if self._shared_library:
+            if self.library.training == mode:  # the cached library is kept in eval mode throughout
+                self.training = mode
+                self.heads.train(mode)
+                return self
+            self.library, self._shared_library = shallow_clone(self.library), False
+        return super().train(mode)
 
     def plain_model(self) -> TaskModel:
         """The sequential TaskModel this model computes: parameters and FLOPs are reported on it

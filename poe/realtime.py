@@ -5,8 +5,9 @@ and folding BatchNorms cost milliseconds per file, while concatenating already-f
 costs microseconds. So the service keeps, per process, each library and expert in its folded form
 (poe.fused), keyed by file path, modification time and size: a warm query only stats the files
 and concatenates; a file replaced on disk (a retrained expert) is read again. Task models built
-from the cache share the folded weight tensors read-only (each query gets its own module objects,
-so moving one model to another device leaves the cache alone).
+from the cache share the folded library module and weight tensors read-only: a model copies its
+library module the first time it is converted (.to(device), .double(), .train(); see
+FusedTaskModel), so converting one query's model leaves the cache and other models alone.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from .fused import FusedTaskModel, compatible, fold_expert, fuse_library, shallow_clone
+from .fused import FusedTaskModel, compatible, fold_expert, fuse_library
 from .pool import Pool
 
 
@@ -60,7 +61,8 @@ def fused_task_model(pool: Pool, tasks: list[str], cache: PieceCache = CACHE) ->
     """The fused task model for `tasks` from the cache (reading what is missing), or None when
     the pool's networks cannot fuse (networks poe.fused does not know): then use the plain TaskModel."""
     hierarchy = pool.profile.hierarchy
-    library = cache.get(("library", pool.profile.name), pool.library_path, lambda: fuse_library(pool.load_library()))
+    library = cache.get(("library", pool.profile.name), pool.library_path,
+                        lambda: fuse_library(pool.load_library(), copy_library=False))
     if library is None:
         return None
     experts = [cache.get(("expert", pool.profile.name, tuple(hierarchy[t])), pool.expert_path(t),
@@ -72,5 +74,5 @@ def fused_task_model(pool: Pool, tasks: list[str], cache: PieceCache = CACHE) ->
         from .consolidate import consolidate
         return consolidate(pool.load_library(), {t: pool.load_expert(t) for t in tasks}, hierarchy)
 
-    return FusedTaskModel(shallow_clone(library), experts, tasks, plain=plain).eval()
+    return FusedTaskModel(library, experts, tasks, plain=plain, shared_library=True).eval()
 

@@ -147,10 +147,15 @@ def test_warm_queries_use_the_cache_and_replaced_files_are_reread(tmp_path):
     with torch.no_grad():
         assert torch.equal(first(x), second(x))
 
-    second.double()  # one query's model changed: the cache and other models are not
-    assert first.library.stem.dtype == torch.float32
+    assert second.library is first.library  # a warm query shares the cached library module
+    second.double().train()  # one query's model changed: the cache and other models are not
+    assert first.library.stem.dtype == torch.float32 and not first.library.training
     third, _ = build_task_model(pool, TASKS[:2])
-    assert third.heads.fc_weight.dtype == torch.float32
+    assert third.heads.fc_weight.dtype == torch.float32 and third.library.stem.dtype == torch.float32
+    assert not any(m.training for m in third.modules())
+    training, _ = build_task_model(pool, TASKS[:2])
+    training.train()  # only switches its own copy of the library
+    assert training.library.training and not third.library.training
 
     retrained = randomize_bn(CIFAR.architecture.expert(len(CIFAR.hierarchy[TASKS[0]])), 99)
     pool.save_expert(TASKS[0], retrained)
