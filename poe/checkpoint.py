@@ -63,6 +63,13 @@ def state_and_meta(obj, path, kind: str) -> tuple[dict, dict]:
 
 def load_into(model: nn.Module, state: dict, path, what: str) -> nn.Module:
     """strict load with one readable line on mismatch (missing/unexpected keys, wrong shapes)."""
+    check_fits(model, state, path, what)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def check_fits(model: nn.Module, state: dict, path, what: str) -> None:
+    """One readable error line unless `state` has exactly the keys and shapes of model's state_dict."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -74,5 +81,3 @@ def load_into(model: nn.Module, state: dict, path, what: str) -> nn.Module:
             if items:
                 parts.append(f"{label}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}")
         raise PoEError(f"{path} does not fit the {what}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
-    return model

@@ -250,9 +250,9 @@ class FoldedConvExpert:
 
     heads = None  # the module that runs several side by side: FusedConvHeads, set below
 
-    def __init__(self, expert: MobileNetV2Expert, classes: list[int]):
-        state = {k: v.detach().float() for k, v in expert.state_dict().items()}
-        scale, shift = bn_affine(state, "bn", expert.bn.eps)
+    def __init__(self, state: dict, classes: list[int], eps: float = 1e-5):
+        state = {k: v.detach().float() for k, v in state.items()}
+        scale, shift = bn_affine(state, "bn", eps)
         self.weight = (state["conv.weight"].flatten(1) * scale[:, None]).contiguous()
         self.bias = shift
         self.fc_weight, self.fc_bias = state["fc.weight"].clone(), state["fc.bias"].clone()
@@ -349,13 +349,15 @@ def shallow_clone(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def fold_expert(expert: nn.Module, classes: list[int]):
-    """The expert's folded form (WRNHead, MobileNetV2Expert), or None for other networks."""
+def fold_expert(expert: nn.Module, classes: list[int], state: dict | None = None):
+    """The expert's folded form (WRNHead, MobileNetV2Expert), or None for other networks. With
+    `state`, the weights come from it and `expert` only gives the architecture (strides, eps)."""
+    state = expert.state_dict() if state is None else state
     if isinstance(expert, WRNHead) and all(isinstance(b, BasicBlock) for b in expert.block3.layer):
         first = expert.block3.layer[0]
-        return FoldedWRNExpert(expert.state_dict(), classes, first.conv1.stride[0], first.bn1.eps)
+        return FoldedWRNExpert(state, classes, first.conv1.stride[0], first.bn1.eps)
     if isinstance(expert, MobileNetV2Expert):
-        return FoldedConvExpert(expert, classes)
+        return FoldedConvExpert(state, classes, expert.bn.eps)
     return None
 
 

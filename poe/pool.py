@@ -33,6 +33,7 @@ class Pool:
     def __init__(self, root: str | Path, profile):
         self.root, self.profile = Path(root), profile
         self.layout = "authors" if (self.root / "Library").is_dir() or (self.root / "Experts").is_dir() else "poe"
+        self._expert_templates: dict[int, nn.Module] = {}  # see expert_state
 
     # -- where things are -------------------------------------------------------------------
     @property
@@ -62,11 +63,17 @@ class Pool:
         return [t for t in self.profile.hierarchy if self.has_expert(t)]
 
     # -- reading ----------------------------------------------------------------------------
-    def _load(self, model: nn.Module, path: Path, kind: str, what: str) -> tuple[nn.Module, dict]:
+    def _read(self, model: nn.Module, path: Path, kind: str, what: str) -> tuple[dict, dict]:
+        """The checkpoint's (state_dict, meta), checked to fit `model` and this pool's dataset."""
         state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, kind)
         if meta.get("dataset", self.profile.name) != self.profile.name:
             raise PoEError(f"{path} was built for dataset {meta['dataset']!r}, not {self.profile.name!r}")
-        checkpoint.load_into(model, state, path, what)
+        checkpoint.check_fits(model, state, path, what)
+        return state, meta
+
+    def _load(self, model: nn.Module, path: Path, kind: str, what: str) -> tuple[nn.Module, dict]:
+        state, meta = self._read(model, path, kind, what)
+        model.load_state_dict(state, strict=True)
         return model.eval(), meta
 
     def load_library(self) -> nn.Module:
@@ -82,17 +89,32 @@ class Pool:
         return self._load(arch.student_head(), self.student_head_path, "student_head", "library student's classifier")[0]
 
     def load_expert(self, task: str) -> nn.Module:
+        model = self.profile.architecture.expert(len(self.profile.hierarchy[task]))
+        model.load_state_dict(self._read_expert(task, model), strict=True)
+        return model.eval()
+
+    def expert_state(self, task: str) -> tuple[dict, nn.Module]:
+        """(the expert's checked state_dict, an untrained expert of its shape) without building and
+        filling a module per expert: the template is built once per class count and shared, so read
+        it, never train or change it. For callers that want the weights (poe.realtime folds them)."""
+        k = len(self.profile.hierarchy[task])
+        if k not in self._expert_templates:
+            self._expert_templates[k] = self.profile.architecture.expert(k).eval()
+        template = self._expert_templates[k]
+        return self._read_expert(task, template), template
+
+    def _read_expert(self, task: str, model: nn.Module) -> dict:
         classes = self.profile.hierarchy[task]
         if not self.has_expert(task):
             raise PoEError(
                 f"the pool {self.root} has no expert for {task!r}; build it with: python Run_preprocessing.py "
                 f"--dataset {self.profile.name} --db {self.root} --tasks {task}")
-        model, meta = self._load(self.profile.architecture.expert(len(classes)), self.expert_path(task),
-                                 "expert", f"expert for {task!r} ({len(classes)} classes)")
+        state, meta = self._read(model, self.expert_path(task), "expert",
+                                 f"expert for {task!r} ({len(classes)} classes)")
         if "classes" in meta and list(meta["classes"]) != classes:
             raise PoEError(f"{self.expert_path(task)} was trained for classes {meta['classes']}, "
                            f"but {task!r} has classes {classes}")
-        return model
+        return state
 
     def manifest(self) -> dict:
         path = self.root / "manifest.json"

@@ -57,6 +57,12 @@ class PieceCache:
 CACHE = PieceCache()
 
 
+def read_and_fold_expert(pool: Pool, task: str):
+    """The expert's folded form straight from its checkpoint (no module built and filled)."""
+    state, template = pool.expert_state(task)
+    return fold_expert(template, pool.profile.hierarchy[task], state)
+
+
 def fused_task_model(pool: Pool, tasks: list[str], cache: PieceCache = CACHE) -> nn.Module | None:
     """The fused task model for `tasks` from the cache (reading what is missing), or None when
     the pool's networks cannot fuse (networks poe.fused does not know): then use the plain TaskModel."""
@@ -66,7 +72,7 @@ def fused_task_model(pool: Pool, tasks: list[str], cache: PieceCache = CACHE) ->
     if library is None:
         return None
     experts = [cache.get(("expert", pool.profile.name, tuple(hierarchy[t])), pool.expert_path(t),
-                         lambda task=t: fold_expert(pool.load_expert(task), hierarchy[task])) for t in tasks]
+                         lambda task=t: read_and_fold_expert(pool, task)) for t in tasks]
     if not compatible(experts):
         return None
 

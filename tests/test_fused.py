@@ -164,3 +164,21 @@ def test_warm_queries_use_the_cache_and_replaced_files_are_reread(tmp_path):
         assert not torch.allclose(fourth(x), first(x))
         reference = consolidate(pool.load_library(), {t: pool.load_expert(t) for t in TASKS[:2]}, CIFAR.hierarchy)
         assert (fourth(x) - reference(x)).abs().max() <= 1e-4
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_clear_error_on_both_paths(tmp_path):
+    """The fused path folds experts straight from their state_dicts: it must check them as strictly
+    as building the plain model does."""
+    import pytest
+    from poe.errors import PoEError
+
+    pool = Pool(tmp_path / "pool", CIFAR)
+    plain = random_model(CIFAR.architecture, CIFAR.hierarchy, TASKS[:2])
+    pool.save_library(plain.library)
+    pool.save_expert(TASKS[0], plain.experts[0])
+    pool.save_expert(TASKS[1], CIFAR.architecture.expert(3))  # 3 outputs for a 5-class task
+    CACHE.clear()
+    for fuse in (True, False):
+        with pytest.raises(PoEError, match=r"does not fit the expert for 'vehicles_1' \(5 classes\): wrong shapes"):
+            build_task_model(pool, TASKS[:2], fuse=fuse)
+
