@@ -38,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="write the task model as a torch.export program (.pt2) runnable with plain PyTorch")
     p.add_argument("--no-fuse", "--no_fuse", dest="fuse", action="store_false",
                    help="answer with the plain sequential task model (library, then each expert) instead of the "
-                        "fused one (experts as grouped convolutions, BatchNorm folded; same logits, faster)")
+                        "fused one (BatchNorm folded; WRN experts as grouped convolutions, MobileNetV2 experts as one "
+                        "matrix product; same logits, faster)")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="build (and export) the model without evaluating it (no data needed)")
     return p
