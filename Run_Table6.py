@@ -75,8 +75,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="cache (default): library features and teacher logits computed once per augmented view and "
                         "the experts of all three pools trained in one joint pass (see Run_preprocessing.py --help "
                         "for the disk it takes); live: recomputed every batch, one pass per pool")
-    p.add_argument("--cache_views", "--cache-views", type=int, default=DEFAULT_VIEWS, metavar="V",
-                   help=f"augmented views to cache (default {DEFAULT_VIEWS}; capped at the expert epochs)")
+    p.add_argument("--cache_views", "--cache-views", type=int, default=None, metavar="V",
+                   help=f"augmented views to cache (default: the profile's, {DEFAULT_VIEWS}; imagenet 1; capped at "
+                        "the expert epochs)")
     p.add_argument("--cache_dir", "--cache-dir", default=None, metavar="DIR",
                    help="where the feature cache lives (default: OUT_DB/feature_cache)")
     p.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES),
@@ -133,7 +134,8 @@ def main(argv=None) -> None:
         pools = [(table6.VARIANT_LABELS[v], pool) for v, pool in pools_by_variant.items()]
         extraction = {"expert_source": args.expert_source}
         if args.expert_source == "cache":
-            extraction.update(cache_views=min(args.cache_views, budget.epochs), cache_dtype=args.cache_dtype)
+            views = profile.cache_views if args.cache_views is None else args.cache_views
+            extraction.update(cache_views=min(views, budget.epochs), cache_dtype=args.cache_dtype)
         settings.update(library=str(source.library_path), teacher=args.teacher, **extraction,
                         epochs_expert=budget.epochs,
                         lr_expert=budget.lr, milestones=list(budget.milestones), batch_size=batch_size,

@@ -55,8 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="cache (default): compute the library's features and the teacher's logits once per "
                         "augmented view of the training set, store them, and train all experts jointly from them "
                         "(poe/extract.py); live: recompute both every batch, as the paper's code does")
-    p.add_argument("--cache_views", "--cache-views", type=int, default=DEFAULT_VIEWS, metavar="V",
-                   help=f"augmented views of the training set to cache (default {DEFAULT_VIEWS}; capped at the "
+    p.add_argument("--cache_views", "--cache-views", type=int, default=None, metavar="V",
+                   help=f"augmented views of the training set to cache (default: the profile's, {DEFAULT_VIEWS}; "
+                        "imagenet 1; capped at the "
                         "expert epochs); epoch e reads view e mod V. Disk per view: images x library features "
                         "x 2 bytes + logits, e.g. CIFAR-100 50,000x32x16x16x2 B + 50,000x100x4 B = 0.84 GB "
                         f"({DEFAULT_VIEWS} views: 8.4 GB); ImageNet ~45 GB per view. A cache that does not fit on the "

@@ -60,13 +60,14 @@ class Preprocessor:
     def __init__(self, profile: Profile, pool: Pool, pretrained_dir: Path, *, data_root, download: bool,
                  batch_size: int, budgets: dict[str, Budget], device: torch.device, amp: str, seed: int,
                  weights: dict[str, str] | None = None, expert_source: str = "cache",
-                 cache_views: int = DEFAULT_VIEWS, cache_dir: str | Path | None = None, cache_dtype: str = "float16"):
+                 cache_views: int | None = None, cache_dir: str | Path | None = None, cache_dtype: str = "float16"):
         self.profile, self.pool, self.pretrained_dir = profile, pool, Path(pretrained_dir)
         # Experts: "cache" trains them from stored library features + teacher logits of
         # `cache_views` augmented views (poe.extract); "live" recomputes both every batch (the paper's code).
         if expert_source not in ("cache", "live"):
             raise PoEError(f"expert source must be 'cache' or 'live', got {expert_source!r}")
-        self.expert_source, self.cache_views, self.cache_dtype = expert_source, cache_views, cache_dtype
+        self.expert_source, self.cache_dtype = expert_source, cache_dtype
+        self.cache_views = profile.cache_views if cache_views is None else cache_views
         self.cache_dir = Path(cache_dir) if cache_dir else pool.root / "feature_cache"
         self.weights = weights or {}  # pretrained architectures: kind -> local weights file
         self.data_root, self.download = data_root, download

@@ -64,6 +64,7 @@ class Profile:
     task_aliases: dict[str, str] = field(default_factory=dict)
     amp_default: str = "none"
     wnids: list[str] = field(default_factory=list)  # ImageNet synset ids of the classes, where they have them
+    cache_views: int = 10              # default augmented views in the expert feature cache (poe.extract)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -148,6 +148,15 @@ def test_feature_cache_key_covers_library_teacher_and_data():
     assert len(folders) == 4
 
 
+def test_the_number_of_views_defaults_to_the_profiles():
+    from ImageNet import PROFILE as IMAGENET
+
+    profile = dataclasses.replace(tiny_profile(), cache_views=2)
+    pool = Pool("/nonexistent", profile)
+    assert preprocessor(pool, profile).cache_views == 2 and preprocessor(pool, profile, cache_views=3).cache_views == 3
+    assert DEMO.cache_views == 10 and IMAGENET.cache_views == 1  # ImageNet: ~45 GB per view
+
+
 def test_bad_settings_are_one_line_errors(tmp_path):
     from poe.errors import PoEError
 
