@@ -102,7 +102,7 @@ def test_fused_mobilenet_pool_equals_sequential_and_is_served_warm(tmp_path):
 
 
 def test_networks_that_cannot_fuse_keep_the_plain_model():
-    class Head(nn.Module):  # e.g. a MobileNetV2 expert
+    class Head(nn.Module):  # a network poe.fused does not know
         def __init__(self, k):
             super().__init__()
             self.fc = nn.Linear(32, k)
