@@ -23,9 +23,8 @@ from .feature_cache import CACHE_DTYPES, CachedLoader, FeatureCache, bytes_per_v
 from .losses import EXPERT_LOSSES, ExpertLoss
 from .networks.grouped import GroupedWRNHeads, head_shape
 from .pool import Pool
+from .profiles import DEFAULT_CACHE_VIEWS as DEFAULT_VIEWS
 from .train import fit, frozen
-
-DEFAULT_VIEWS = 10
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .errors import PoEError
 from .evaluate import expert_logits, predict
-from .extract import DEFAULT_VIEWS, Member, initial_expert, train_from_cache
+from .extract import Member, initial_expert, train_from_cache
 from .losses import ExpertLoss, SoftLoss
 from .metrics import accuracy_pct
 from .pool import Pool

@@ -20,6 +20,7 @@ from .task_file import read_task_file
 
 # --dataset name -> profile package (a folder at the project root).
 REGISTRY = {"cifar100": "CIFAR100", "demo": "Demo", "tinyimagenet": "TinyImageNet", "imagenet": "ImageNet"}
+DEFAULT_CACHE_VIEWS = 10  # augmented views in the expert feature cache, unless a profile says otherwise
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Profile:
     task_aliases: dict[str, str] = field(default_factory=dict)
     amp_default: str = "none"
     wnids: list[str] = field(default_factory=list)  # ImageNet synset ids of the classes, where they have them
-    cache_views: int = 10              # default augmented views in the expert feature cache (poe.extract)
+    cache_views: int = DEFAULT_CACHE_VIEWS  # default views of the expert feature cache (poe.extract)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
