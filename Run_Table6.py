@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 
 from poe import table6
-from poe.cli import add_common_args, profile_from_args, run, setup_torch
+from poe.cli import add_common_args, add_feature_cache_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
-from poe.extract import DEFAULT_VIEWS
-from poe.feature_cache import CACHE_DTYPES
 from poe.pool import Pool, atomic_write_text
 from poe.preprocess import default_pool_dir, default_pretrained_dir
 from poe.train import pick_amp, pick_device
@@ -71,17 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="expert epochs (LR milestones scale with it); default: the profile's (paper: 100)")
     p.add_argument("--lr_expert", type=float, default=None, help="expert learning rate; default: the profile's")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="default: the profile's (paper: 512)")
-    p.add_argument("--expert_source", "--expert-source", default="cache", choices=["cache", "live"],
-                   help="cache (default): library features and teacher logits computed once per augmented view and "
-                        "the experts of all three pools trained in one joint pass (see Run_preprocessing.py --help "
-                        "for the disk it takes); live: recomputed every batch, one pass per pool")
-    p.add_argument("--cache_views", "--cache-views", type=int, default=None, metavar="V",
-                   help=f"augmented views to cache (default: the profile's, {DEFAULT_VIEWS}; imagenet 1; capped at "
-                        "the expert epochs)")
-    p.add_argument("--cache_dir", "--cache-dir", default=None, metavar="DIR",
-                   help="where the feature cache lives (default: OUT_DB/feature_cache)")
-    p.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES),
-                   help="storage type of the cached features (default float16)")
+    add_feature_cache_args(p, joint="the experts of all three pools", db="OUT_DB")
     p.add_argument("--force", nargs="+", default=[], choices=["library", "experts"],
                    help="training mode: re-import the library / retrain the experts even if the pools have them")
     p.add_argument("--seed", type=int, default=0)

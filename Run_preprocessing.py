@@ -22,10 +22,8 @@ again.
 import argparse
 from pathlib import Path
 
-from poe.cli import add_common_args, profile_from_args, run, setup_torch
+from poe.cli import add_common_args, add_feature_cache_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
-from poe.extract import DEFAULT_VIEWS
-from poe.feature_cache import CACHE_DTYPES
 from poe.losses import EXPERT_LOSSES
 from poe.pool import Pool
 from poe.preprocess import Preprocessor, default_pool_dir, default_pretrained_dir
@@ -51,22 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="loss the experts learn with (default soft+scale = L_soft + 0.3 L_scale)")
     p.add_argument("--teacher", default="oracle", choices=["oracle", "library-student"],
                    help="whose logits the experts mimic (default oracle)")
-    p.add_argument("--expert_source", "--expert-source", default="cache", choices=["cache", "live"],
-                   help="cache (default): compute the library's features and the teacher's logits once per "
-                        "augmented view of the training set, store them, and train all experts jointly from them "
-                        "(poe/extract.py); live: recompute both every batch, as the paper's code does")
-    p.add_argument("--cache_views", "--cache-views", type=int, default=None, metavar="V",
-                   help=f"augmented views of the training set to cache (default: the profile's, {DEFAULT_VIEWS}; "
-                        "imagenet 1; capped at the "
-                        "expert epochs); epoch e reads view e mod V. Disk per view: images x library features "
-                        "x 2 bytes + logits, e.g. CIFAR-100 50,000x32x16x16x2 B + 50,000x100x4 B = 0.84 GB "
-                        f"({DEFAULT_VIEWS} views: 8.4 GB); ImageNet ~45 GB per view. A cache that does not fit on the "
-                        "disk is refused before writing. RAM: one view's pages at a time (memory-mapped)")
-    p.add_argument("--cache_dir", "--cache-dir", default=None, metavar="DIR",
-                   help="where the feature cache lives (default: <db>/feature_cache); keyed by library, teacher "
-                        "and data, so a stale cache is never read")
-    p.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES),
-                   help="storage type of the cached features (default float16; float32 doubles the disk)")
+    add_feature_cache_args(p, joint="all experts", db="<db>")
     p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
                    help="take the library (and its student's head) from this pool folder instead of training it")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="default: the profile's (paper: 512)")

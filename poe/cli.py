@@ -31,6 +31,30 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                              "{\"task\": [class, ...]} or lines 'task: class, class' (class = id, name or wnid)")
 
 
+def add_feature_cache_args(parser: argparse.ArgumentParser, *, joint: str, db: str) -> None:
+    """--expert_source and the feature cache's flags (Run_preprocessing.py, Run_Table6.py). `joint`:
+    which experts one cached pass trains; `db`: the folder the cache lives in by default."""
+    from .extract import DEFAULT_VIEWS
+    from .feature_cache import CACHE_DTYPES
+
+    parser.add_argument("--expert_source", "--expert-source", default="cache", choices=["cache", "live"],
+                        help="cache (default): compute the library's features and the teacher's logits once per "
+                             f"augmented view of the training set, store them, and train {joint} jointly from them "
+                             "(poe/extract.py); live: recompute both every batch, as the paper's code does")
+    parser.add_argument("--cache_views", "--cache-views", type=int, default=None, metavar="V",
+                        help=f"augmented views of the training set to cache (default: the profile's, {DEFAULT_VIEWS}; "
+                             "imagenet 1; capped at the expert epochs); epoch e reads view e mod V. Disk per view: "
+                             "images x library features x 2 bytes + logits, e.g. CIFAR-100 50,000x32x16x16x2 B + "
+                             f"50,000x100x4 B = 0.84 GB ({DEFAULT_VIEWS} views: 8.4 GB); ImageNet ~45 GB per view. A "
+                             "cache that does not fit on the disk is refused before writing. RAM: one view's pages "
+                             "at a time (memory-mapped)")
+    parser.add_argument("--cache_dir", "--cache-dir", default=None, metavar="DIR",
+                        help=f"where the feature cache lives (default: {db}/feature_cache); keyed by library, "
+                             "teacher and data, so a stale cache is never read")
+    parser.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES),
+                        help="storage type of the cached features (default float16; float32 doubles the disk)")
+
+
 def profile_from_args(args):
     """The --dataset profile, with the --task_file tasks added when given."""
     profile = get_profile(args.dataset)
