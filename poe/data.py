@@ -81,7 +81,7 @@ class ArrayLoader:
         return (len(self.data) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        gen = epoch_generator(self.seed, self.epoch)
         n = len(self.data)
         order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
         for start in range(0, n, self.batch_size):
@@ -90,6 +90,12 @@ class ArrayLoader:
             if self.train:
                 images = random_crop_flip(images, self.pad, gen)
             yield normalize(images, self.mean, self.std), self.data.labels[idx]
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of (run seed, epoch): shuffling and augmentation of every loader, so an
+    epoch is the same whether a run was resumed or not."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
 def _find_cifar_folder(root: Path) -> Path | None:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .data import epoch_generator
 from .errors import PoEError
 from .evaluate import autocast
 from .pool import atomic_write_text
@@ -202,7 +203,7 @@ class CachedLoader:
         if self.epoch < len(self.views):
             order = torch.arange(n)
         else:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            gen = epoch_generator(self.seed, self.epoch)
             order = torch.randperm(n, generator=gen)
         for start in range(0, n, self.batch_size):
             rows, _ = order[start:start + self.batch_size].sort()

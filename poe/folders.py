@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .data import ArrayDataset, normalize
+from .data import ArrayDataset, epoch_generator, normalize
 from .errors import PoEError
 from .profiles import Profile
 
@@ -207,7 +207,7 @@ class FolderLoader:
         loader = torch.utils.data.DataLoader(
             _Transformed(self.data, self.transform), batch_size=self.batch_size, shuffle=self.shuffle,
             num_workers=self.workers, pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+            generator=epoch_generator(self.seed, self.epoch))
         for images, labels in loader:
             yield normalize(images, self.mean, self.std), labels
 
