@@ -14,8 +14,6 @@ Run_Table6.py is the command-line tool.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import torch
 from .errors import PoEError
 from .evaluate import expert_logits, score_all_combinations
 from .losses import EXPERT_LOSSES
-from .pool import Pool
+from .pool import Pool, atomic_write_bytes
 from .preprocess import PROJECT_ROOT, Preprocessor, library_fingerprint
 from .profiles import Budget, Profile, get_profile
 
@@ -224,16 +222,7 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
-# -- files ----------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
+# -- plot ---------------------------------------------------------------------------------------------
 def plot(doc: dict, path: Path) -> str:
     """Cross-expert share vs n(Q): a solid line per pool, the paper's rows dashed. Returns a note
     (matplotlib is optional: without it there is no plot)."""
