@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .consolidate import TaskModel
-from .networks.grouped import channels_last_nchw as _nchw
+from .networks.grouped import channels_last_nchw as _nchw, side_by_side_affine_relu
 from .networks.mobilenet import MobileNetV2Expert
 from .networks.wrn import BasicBlock, WRNHead, WRNLibrary
 
@@ -228,12 +228,9 @@ class FusedWRNHeads(nn.Module):
         self.register_buffer("fc_bias", fc_bias)
 
     def forward(self, features):  # (B, C, H, W) -> (B, classes sorted)
-        c = features.shape[1]
         first = self.blocks[0]
-        # Each expert's own first BN over the same features: one broadcast multiply-add makes the
-        # n pre-activated copies side by side (B, n·C, H, W) without materialising a repeat.
-        pixels = features.permute(0, 2, 3, 1).unsqueeze(3)                          # (B, H, W, 1, C)
-        pre = _nchw(torch.addcmul(first.shift1.view(self.n, c), pixels, first.scale1.view(self.n, c)).relu_())
+        # Each expert's own first BN over the same features, the n results side by side.
+        pre = side_by_side_affine_relu(features, first.scale1, first.shift1, self.n)  # (B, n·C, H, W)
         x = first(pre if first.projection else features.repeat(1, self.n, 1, 1), pre=pre)
         for block in self.blocks[1:]:
             x = block(x)

@@ -75,7 +75,7 @@ def shared_input_bn_relu(bn: nn.BatchNorm2d, features, n: int):
     the same input, side by side as (B, n·C, H, W) in channels-last memory — without n copies of
     the input. In training mode the batch statistics (the same for every copy) are computed once
     and each copy's running statistics are updated with them, as n separate BatchNorms would."""
-    b, c, h, w = features.shape
+    b, _, h, w = features.shape
     if bn.training:
         var, mean = torch.var_mean(features, dim=(0, 2, 3), unbiased=False)
         with torch.no_grad():
@@ -88,9 +88,16 @@ def shared_input_bn_relu(bn: nn.BatchNorm2d, features, n: int):
     else:
         mean, inv_std = bn.running_mean, torch.rsqrt(bn.running_var + bn.eps)
     scale = bn.weight * inv_std                                                 # (n·C,)
-    shift = bn.bias - mean * scale
+    return side_by_side_affine_relu(features, scale, bn.bias - mean * scale, n)
+
+
+def side_by_side_affine_relu(features, scale, shift, n: int):
+    """relu(features·scale_i + shift_i) for n per-channel affines (scale, shift: n·C values) over the
+    same input, side by side as (B, n·C, H, W) in channels-last memory: one broadcast multiply-add,
+    no n copies of the input."""
+    c = features.shape[1]
     pixels = features.permute(0, 2, 3, 1).unsqueeze(3)                          # (B, H, W, 1, C)
-    return channels_last_nchw(torch.addcmul(shift.view(n, c), pixels, scale.view(n, c)).relu_())
+    return channels_last_nchw(torch.addcmul(shift.reshape(n, c), pixels, scale.reshape(n, c)).relu_())
 
 
 class SegmentedLinear(nn.Module):
