@@ -62,16 +62,11 @@ def machine() -> str:
             f"{datetime.datetime.now().isoformat(timespec='minutes')}")
 
 
-def random_pool(root: Path, tasks=TASKS, seed: int = 0) -> Pool:
-    """A pool of random-init networks in our format (when the authors' checkpoints are absent)."""
-    torch.manual_seed(seed)
-    pool = Pool(root, PROFILE)
-    arch = PROFILE.architecture
-    pool.save_library(arch.library())
-    pool.save_student_head(arch.student_head())
-    for t in tasks:
-        pool.save_expert(t, arch.expert(len(PROFILE.hierarchy[t])))
-    return pool
+def temporary_folder(prefix: str) -> Path:
+    """A fresh folder, removed when the script exits."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
 
 
 @torch.no_grad()
@@ -87,30 +82,37 @@ def calibrate(net, x):
     return out
 
 
+def random_pool(root: Path, profile=PROFILE, tasks=TASKS, *, student_head: bool = True,
+                calibrate_size: int | None = None, seed: int = 0) -> Pool:
+    """A pool of random-init networks in our format (when the authors' checkpoints are absent).
+    calibrate_size: BatchNorm statistics calibrated on random images of that size (MobileNetV2)."""
+    torch.manual_seed(seed)
+    pool = Pool(root, profile)
+    arch = profile.architecture
+    library = arch.library()
+    features = calibrate(library, torch.randn(16, 3, calibrate_size, calibrate_size)) if calibrate_size else None
+    pool.save_library(library)
+    if student_head:
+        pool.save_student_head(arch.student_head())
+    for t in tasks:
+        expert = arch.expert(len(profile.hierarchy[t]))
+        if features is not None:
+            calibrate(expert, features)
+        pool.save_expert(t, expert)
+    return pool
+
+
 def imagenet_pool(size: int = 224) -> Pool:
     """An ImageNet pool (MobileNetV2 library, the four bird experts) of random-init networks with
     BatchNorm statistics calibrated on random size×size images, in a folder removed at exit."""
-    root = Path(tempfile.mkdtemp(prefix="poe-bench-imagenet-pool-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    torch.manual_seed(0)
-    pool = Pool(root, IMAGENET)
-    arch = IMAGENET.architecture
-    library = arch.library()
-    features = calibrate(library, torch.randn(16, 3, size, size))
-    pool.save_library(library)
-    for t in IMAGENET_TASKS:
-        expert = arch.expert(len(IMAGENET.hierarchy[t]))
-        calibrate(expert, features)
-        pool.save_expert(t, expert)
-    return pool
+    return random_pool(temporary_folder("poe-bench-imagenet-pool-"), IMAGENET, IMAGENET_TASKS, student_head=False,
+                       calibrate_size=size)
 
 
 def cifar_pool(quick: bool = False) -> tuple[Pool, str]:
     if AUTHORS_POOL.is_dir() and not quick:
         return Pool(AUTHORS_POOL, PROFILE), "the authors' published CIFAR-100 library and experts"
-    root = Path(tempfile.mkdtemp(prefix="poe-bench-pool-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return random_pool(root), "random-init networks (../shared absent or --quick)"
+    return random_pool(temporary_folder("poe-bench-pool-")), "random-init networks (../shared absent or --quick)"
 
 
 def test_images(class_ids, n: int, quick: bool = False) -> tuple[torch.Tensor, str]:
