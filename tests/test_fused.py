@@ -26,6 +26,15 @@ def randomize_bn(module, seed):
     return module
 
 
+def saved_pool(root, profile, model, tasks) -> Pool:
+    """A pool folder holding `model`'s library and experts (for `tasks`, in order)."""
+    pool = Pool(root, profile)
+    pool.save_library(model.library)
+    for t, e in zip(tasks, model.experts):
+        pool.save_expert(t, e)
+    return pool
+
+
 def random_model(arch, hierarchy, tasks, seed=0):
     torch.manual_seed(seed)
     library = randomize_bn(arch.library(), seed)
@@ -84,10 +93,7 @@ def test_fused_mobilenet_pool_equals_sequential_and_is_served_warm(tmp_path):
         assert (fused(x[:1]) - expected[:1]).abs().max() <= 1e-4
     assert torch.equal(fused.class_ids, plain.class_ids)
 
-    pool = Pool(tmp_path / "pool", IMAGENET)
-    pool.save_library(plain.library)
-    for t, e in zip(tasks, plain.experts):
-        pool.save_expert(t, e)
+    pool = saved_pool(tmp_path / "pool", IMAGENET, plain, tasks)
     CACHE.clear()
     first, _ = build_task_model(pool, tasks[:2])
     misses = CACHE.misses
@@ -115,11 +121,8 @@ def test_networks_that_cannot_fuse_keep_the_plain_model():
 
 
 def test_report_and_export_of_the_fused_model(tmp_path):
-    pool = Pool(tmp_path / "pool", CIFAR)
     plain = random_model(CIFAR.architecture, CIFAR.hierarchy, TASKS[:3])
-    pool.save_library(plain.library)
-    for t, e in zip(TASKS[:3], plain.experts):
-        pool.save_expert(t, e)
+    pool = saved_pool(tmp_path / "pool", CIFAR, plain, TASKS[:3])
     fused, _ = build_task_model(pool, TASKS[:3])
     report = describe(fused, CIFAR, CIFAR.input_shape)
     expected = describe(plain, CIFAR, CIFAR.input_shape)
@@ -133,11 +136,8 @@ def test_report_and_export_of_the_fused_model(tmp_path):
 
 
 def test_warm_queries_use_the_cache_and_replaced_files_are_reread(tmp_path):
-    pool = Pool(tmp_path / "pool", CIFAR)
     plain = random_model(CIFAR.architecture, CIFAR.hierarchy, TASKS[:2])
-    pool.save_library(plain.library)
-    for t, e in zip(TASKS[:2], plain.experts):
-        pool.save_expert(t, e)
+    pool = saved_pool(tmp_path / "pool", CIFAR, plain, TASKS[:2])
     CACHE.clear()
     first, _ = build_task_model(pool, TASKS[:2])
     misses = CACHE.misses
@@ -172,10 +172,8 @@ def test_a_checkpoint_that_does_not_fit_is_one_clear_error_on_both_paths(tmp_pat
     import pytest
     from poe.errors import PoEError
 
-    pool = Pool(tmp_path / "pool", CIFAR)
     plain = random_model(CIFAR.architecture, CIFAR.hierarchy, TASKS[:2])
-    pool.save_library(plain.library)
-    pool.save_expert(TASKS[0], plain.experts[0])
+    pool = saved_pool(tmp_path / "pool", CIFAR, plain, TASKS[:1])
     pool.save_expert(TASKS[1], CIFAR.architecture.expert(3))  # 3 outputs for a 5-class task
     CACHE.clear()
     for fuse in (True, False):
