@@ -44,10 +44,24 @@ def read(path: str | Path):
         raise PoEError(f"cannot read checkpoint {path} (truncated, or not a PyTorch file): {first}") from None
 
 
-def make(kind: str, model: nn.Module, **meta) -> dict:
+def make(kind: str, model: nn.Module, half: bool = False, **meta) -> dict:
+    """`half`: floating tensors stored as float16 (half the file; round the model first with
+    `round_to_half` so that what is scored is what is stored)."""
     meta.setdefault("date", datetime.datetime.now().isoformat(timespec="seconds"))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        meta["stored_dtype"] = "float16"
     return {"format": FORMAT, "kind": kind, "state_dict": state, "meta": meta}
+
+
+@torch.no_grad()
+def round_to_half(model: nn.Module) -> nn.Module:
+    """Round every floating parameter and buffer to float16 precision in place (dtype unchanged)."""
+    for value in model.state_dict().values():
+        if value.is_floating_point():
+            value.copy_(value.half())
+    return model
 
 
 def state_and_meta(obj, path, kind: str) -> tuple[dict, dict]:

@@ -12,6 +12,7 @@ with other tasks, or once per loss variant (Table 6 then compares losses from th
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class JointExperts(nn.Module):
 def cache_key(pre, library_fp: str, teacher_kind: str, teacher_fp: str, dtype: str) -> dict:
     p = pre.profile
     return {"format": 1, "dataset": p.name, "data": data_fingerprint(pre.data[0]), "library": library_fp,
-            "teacher": f"{teacher_kind}:{teacher_fp}", "batch_size": pre.batch_size, "dtype": dtype,
+            "teacher": f"{teacher_kind}:{teacher_fp}", "batch_size": pre.stage_batch_size("expert"), "dtype": dtype,
             "augment": {"crop_padding": p.crop_padding, "image_size": p.image_size, "mean": list(p.mean),
                         "std": list(p.std)}}
 
@@ -101,7 +102,7 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
     out = []
     missing = sum(not cache.has_view(pre.seed, k) for k in range(views))
     for k in range(views):
-        loader = pre.train_loader()
+        loader = pre.train_loader("expert")
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(k)  # view k = the live loader's epoch k: same order, crops and flips
         building = not cache.has_view(pre.seed, k)
@@ -145,7 +146,9 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
         teacher, from_features = pre.pool.load_student_head().to(pre.device), True
     views = min(views, budget.epochs)  # a view no epoch reads is never computed
     key = cache_key(pre, fingerprint, teacher_kind, library_fingerprint(teacher), cache_dtype)
+    tic = time.perf_counter()
     cached = build_views(pre, library, teacher, from_features, key, views, cache_dir, cache_dtype)
+    cache_s = time.perf_counter() - tic
     del teacher  # not needed any more: training reads the cache
 
     experts = [initial_expert(arch, len(hierarchy[m.task]), pre.seed, m.task) for m in members]
@@ -163,9 +166,9 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     resume = members[0].pool.root / "experts.cache.resume.pt"
     signature = pre._signature("expert", members=names, teacher=teacher_kind, library=fingerprint, source="cache",
                                views=views, cache_dtype=cache_dtype, layout=joint.layout)
-    history = fit(joint, batch_loss, CachedLoader(cached, pre.batch_size, pre.seed), budget, resume_path=resume,
+    history = fit(joint, batch_loss, CachedLoader(cached, pre.stage_batch_size("expert"), pre.seed), budget, resume_path=resume,
                   signature=signature, device=pre.device, amp=pre.amp,
-                  desc=f"{len(members)} experts (cached, joint)")
+                  desc=f"{len(members)} experts (cached, joint)", history_path=resume.parent / "experts.history.csv")
 
     trained = joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members])
     scores = {}
@@ -173,6 +176,8 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
         mine = {m.task: e.to(pre.device) for m, e in zip(members, trained) if m.kind == kind}
         scores.update({(kind, t): acc for t, acc in pre._own_class_accuracy(library, mine).items()})
     extraction = {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members),
+                  "wall_s": {"cache_this_process_s": round(cache_s, 1),
+                             "training_and_scoring_this_process_s": round(time.perf_counter() - tic - cache_s, 1)},
                   "layout": joint.layout}
     for m, name, expert in zip(members, names, trained):
         per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{name}", "loss")}

@@ -6,6 +6,7 @@ last epoch after an interruption. Called by Run_preprocessing.py.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import torch
@@ -41,6 +42,18 @@ def library_fingerprint(library: nn.Module) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def describe_stored(meta: dict) -> str:
+    """One line about a stored model: its architecture, budget and test score when it was trained."""
+    parts = [meta.get("architecture", "?")]
+    budget = meta.get("budget") or {}
+    if budget:
+        parts.append(f"{budget.get('epochs')} epochs")
+    acc = (meta.get("metrics") or {}).get("test_top1_pct")
+    if acc is not None:
+        parts.append(f"test top-1 {acc:.2f}%")
+    return ", ".join(parts)
 
 
 class LibraryStudentTeacher(nn.Module):
@@ -82,20 +95,23 @@ class Preprocessor:
             self._data = self.profile.load(self.data_root, self.download)
         return self._data
 
-    def train_loader(self):
-        return self.profile.train_loader(self.data[0], self.batch_size, self.seed)
+    def stage_batch_size(self, stage: str) -> int:
+        """A stage's batch: its budget's where the budget names one (e.g. --budget cpu), else the run's."""
+        return self.budgets[stage].batch_size or self.batch_size
+
+    def train_loader(self, stage: str):
+        return self.profile.train_loader(self.data[0], self.stage_batch_size(stage), self.seed)
 
     def test_loader(self):
         return self.profile.eval_loader(self.data[1])
 
     def _signature(self, stage: str, **extra) -> dict:
-        b = self.budgets[stage]
-        return {"stage": stage, "dataset": self.profile.name, "epochs": b.epochs, "lr": b.lr,
-                "milestones": list(b.milestones), "batch_size": self.batch_size, "seed": self.seed, **extra}
+        return {"stage": stage, "dataset": self.profile.name, **self._budget_meta(stage), "seed": self.seed, **extra}
 
     def _budget_meta(self, stage: str) -> dict:
         b = self.budgets[stage]
-        return {"epochs": b.epochs, "lr": b.lr, "milestones": list(b.milestones), "batch_size": self.batch_size}
+        return {"epochs": b.epochs, "lr": b.lr, "schedule": b.schedule, "milestones": list(b.milestones),
+                "gamma": b.gamma, "batch_size": self.stage_batch_size(stage)}
 
     # -- stage 1: Oracle -------------------------------------------------------------------------
     def oracle(self, force: bool = False) -> nn.Module:
@@ -104,24 +120,29 @@ class Preprocessor:
             return arch.load_pretrained("oracle", self.weights.get("oracle"), self.download).to(self.device).eval()
         path = self.pretrained_dir / "oracle.pt"
         resume = self.pretrained_dir / "oracle.resume.pt"
-        model = arch.oracle()
         if path.is_file() and not force:
-            state, _ = checkpoint.state_and_meta(checkpoint.read(path), path, "oracle")
-            print(f"[oracle] using {path}")
-            return checkpoint.load_into(model, state, path, "Oracle").to(self.device).eval()
+            state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, "oracle")
+            model = arch.oracle(meta.get("config"))  # the checkpoint's own shape (e.g. --budget cpu's Oracle)
+            checkpoint.load_into(model, state, path, "Oracle")
+            print(f"[oracle] using {path} ({describe_stored(meta)})")
+            return model.to(self.device, memory_format=torch.channels_last).eval()
         if force:
             resume.unlink(missing_ok=True)
         torch.manual_seed(self.seed)
         model = arch.oracle()
-        history = fit(model, lambda x, y: F.cross_entropy(model(x), y), self.train_loader(), self.budgets["oracle"],
-                      resume_path=resume, signature=self._signature("oracle"), device=self.device,
-                      amp=self.amp, desc="oracle")
+        tic = time.perf_counter()
+        history = fit(model, lambda x, y: F.cross_entropy(model(x), y), self.train_loader("oracle"),
+                      self.budgets["oracle"], resume_path=resume, signature=self._signature("oracle"),
+                      device=self.device, amp=self.amp, desc="oracle", **self._logging("oracle", model))
+        # Stored in half precision (WRN-40-4: 18 MB instead of 36); rounded first, so the score below
+        # and every later stage see exactly the stored Oracle.
+        checkpoint.round_to_half(model)
         acc = self._top1(model)
         print(f"[oracle] test top-1 {acc:.2f}%")
-        checkpoint.atomic_save(checkpoint.make("oracle", model, dataset=self.profile.name,
-                                               architecture=arch.describe()["oracle"],
+        checkpoint.atomic_save(checkpoint.make("oracle", model, half=True, dataset=self.profile.name,
+                                               architecture=arch.describe()["oracle"], config=arch.oracle_config(),
                                                budget=self._budget_meta("oracle"), history=history,
-                                               metrics={"test_top1_pct": acc}), path)
+                                               metrics={"test_top1_pct": acc}, wall_s=self._wall(tic, history)), path)
         resume.unlink(missing_ok=True)
         return model.eval()
 
@@ -134,7 +155,7 @@ class Preprocessor:
         if path.is_file() and not force:
             state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, "library_student")
             checkpoint.load_into(student, state, path, "library student")
-            print(f"[library] using the library student {path}")
+            print(f"[library] using the library student {path} ({describe_stored(meta)})")
             acc = meta.get("metrics", {}).get("test_top1_pct")
         elif getattr(arch, "pretrained", False):
             student = arch.load_pretrained("student", self.weights.get("student"), self.download)
@@ -146,21 +167,23 @@ class Preprocessor:
             torch.manual_seed(self.seed + 1)
             student = arch.student()
             kd = SoftLoss(temperature=4.0)
+            tic = time.perf_counter()
 
             def batch_loss(x, y):  # labels unused: the student learns from the Oracle alone
                 with frozen(oracle):
                     target = oracle(x)
                 return kd(student(x), target)
 
-            history = fit(student, batch_loss, self.train_loader(), self.budgets["library"], resume_path=resume,
+            history = fit(student, batch_loss, self.train_loader("library"), self.budgets["library"], resume_path=resume,
                           signature=self._signature("library"), device=self.device, amp=self.amp,
-                          desc="library student")
+                          desc="library student", **self._logging("library_student", student))
             acc = self._top1(student)
             print(f"[library] library student test top-1 {acc:.2f}%")
             checkpoint.atomic_save(checkpoint.make("library_student", student, dataset=self.profile.name,
                                                    architecture=arch.describe()["library"],
                                                    budget=self._budget_meta("library"), history=history,
-                                                   metrics={"test_top1_pct": acc}), path)
+                                                   metrics={"test_top1_pct": acc}, wall_s=self._wall(tic, history)),
+                                  path)
             resume.unlink(missing_ok=True)
         library_state, head_state = arch.split_student(student.state_dict())
         library = arch.library()
@@ -232,8 +255,9 @@ class Preprocessor:
 
         resume = self.pool.root / "experts.resume.pt"
         signature = self._signature("expert", tasks=tasks, loss=loss_kind, teacher=teacher_kind, library=fingerprint)
-        history = fit(experts, batch_loss, self.train_loader(), self.budgets["expert"], resume_path=resume,
-                      signature=signature, device=self.device, amp=self.amp, desc=f"{len(tasks)} experts")
+        history = fit(experts, batch_loss, self.train_loader("expert"), self.budgets["expert"], resume_path=resume,
+                      signature=signature, device=self.device, amp=self.amp, desc=f"{len(tasks)} experts",
+                      history_path=self.pool.root / "experts.history.csv")
         scores = self._own_class_accuracy(library, experts)
         for t in tasks:
             per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{t}", "loss")}
@@ -246,6 +270,19 @@ class Preprocessor:
         return scores
 
     # -- scores (reported, never used to pick a checkpoint) -------------------------------------------
+    @staticmethod
+    def _wall(tic: float, history: list[dict]) -> dict:
+        """A stage's wall time in this process (training, per-epoch test passes, saving) and the sum of
+        its epochs' training seconds (all epochs, also those before a resume)."""
+        return {"this_process_s": round(time.perf_counter() - tic, 1),
+                "training_s": round(sum(h["seconds"] for h in history), 1)}
+
+    def _logging(self, name: str, model) -> dict:
+        """fit()'s per-epoch history CSV beside the stage's checkpoint, with test top-1 logged for the
+        record (one pass over the test set per epoch; the last epoch's weights are kept whatever it says)."""
+        return {"history_path": self.pretrained_dir / f"{name}.history.csv",
+                "evaluate": lambda: {"test_top1_pct": self._top1(model)}}
+
     def _top1(self, model) -> float:
         logits, labels = predict(model, self.test_loader(), self.device, self.amp, desc="test")
         return accuracy_pct(logits.argmax(1), labels)

@@ -25,12 +25,16 @@ DEFAULT_CACHE_VIEWS = 10  # augmented views in the expert feature cache, unless 
 
 @dataclass(frozen=True)
 class Budget:
-    """SGD schedule of one stage: `epochs`, learning rate, ×`gamma` at each milestone epoch."""
+    """SGD schedule of one stage: `epochs`, learning rate, ×`gamma` at each milestone epoch
+    (schedule "step", the paper's) or cosine annealing to 0 over the epochs ("cosine");
+    `batch_size` None = the profile's."""
 
     epochs: int
     lr: float
     milestones: tuple[int, ...]
     gamma: float = 0.1
+    schedule: str = "step"
+    batch_size: int | None = None
 
     def with_epochs(self, epochs: int) -> "Budget":
         """The same schedule squeezed or stretched to `epochs` (milestones scaled in proportion)."""
@@ -39,10 +43,22 @@ class Budget:
         if epochs < 1:
             raise PoEError(f"epochs must be at least 1, got {epochs}")
         milestones = tuple(sorted({max(1, round(m * epochs / self.epochs)) for m in self.milestones}))
-        return Budget(epochs, self.lr, tuple(m for m in milestones if m < epochs) or (), self.gamma)
+        return dataclasses.replace(self, epochs=epochs, milestones=tuple(m for m in milestones if m < epochs))
 
     def with_lr(self, lr: float | None) -> "Budget":
-        return self if lr is None else Budget(self.epochs, lr, self.milestones, self.gamma)
+        return self if lr is None else dataclasses.replace(self, lr=lr)
+
+
+@dataclass(frozen=True)
+class BudgetPreset:
+    """A named training budget (`--budget NAME`): the stages' schedules and, where it pays, another
+    architecture (e.g. a smaller Oracle that teaches better per CPU-hour). "paper" is the profile's own."""
+
+    description: str
+    budgets: dict[str, Budget]
+    architecture: object = None        # None: the profile's
+    cache_views: int | None = None     # default views of the expert feature cache; None: the profile's
+    amp_default: str | None = None     # default --amp; None: the profile's
 
 
 @dataclass
@@ -66,6 +82,7 @@ class Profile:
     amp_default: str = "none"
     wnids: list[str] = field(default_factory=list)  # ImageNet synset ids of the classes, where they have them
     cache_views: int = DEFAULT_CACHE_VIEWS  # default views of the expert feature cache (poe.extract)
+    budget_presets: dict[str, BudgetPreset] = field(default_factory=dict)  # --budget NAME besides "paper"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -96,6 +113,21 @@ class Profile:
         if dupes:
             raise PoEError(f"{what} names {', '.join(dupes)} more than once")
         return tasks
+
+    def budget_names(self) -> list[str]:
+        return ["paper", *self.budget_presets]
+
+    def with_budget(self, name: str) -> "Profile":
+        """This profile with the named budget's schedules (and architecture, if it has one)."""
+        if name == "paper":
+            return self
+        if name not in self.budget_presets:
+            raise PoEError(f"{self.name} has no budget {name!r}; choose from {', '.join(self.budget_names())}")
+        preset = self.budget_presets[name]
+        return dataclasses.replace(self, budgets={**self.budgets, **preset.budgets},
+                                   architecture=preset.architecture or self.architecture,
+                                   cache_views=preset.cache_views or self.cache_views,
+                                   amp_default=preset.amp_default or self.amp_default)
 
     def with_task_file(self, path) -> "Profile":
         """This profile with the user's own primitive tasks from `path` (see poe/task_file.py) added

@@ -13,6 +13,8 @@ them instead of training them.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from .wrn import WideResNet, WRNConfig, WRNHead, WRNLibrary, split_state_dict
 from .mobilenet import MobileNetV2Architecture
 
@@ -24,8 +26,13 @@ class WRNArchitecture:
         self.oracle_cfg, self.student_cfg = oracle, student
         self.expert_width, self.num_classes = expert_width, num_classes
 
-    def oracle(self):
-        return WideResNet(self.oracle_cfg, self.num_classes)
+    def oracle(self, config: dict | None = None):
+        """The Oracle of this architecture, or of `config` (as `oracle_config()` saved it in a checkpoint:
+        an Oracle trained under another budget, e.g. --budget cpu's smaller one, loads without it)."""
+        return WideResNet(WRNConfig(**config) if config else self.oracle_cfg, self.num_classes)
+
+    def oracle_config(self) -> dict:
+        return dataclasses.asdict(self.oracle_cfg)
 
     def student(self):
         return WideResNet(self.student_cfg, self.num_classes)
