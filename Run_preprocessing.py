@@ -21,13 +21,19 @@ again.
 """
 import argparse
 import dataclasses
+import json
+import shlex
+import sys
+import time
 from pathlib import Path
 
 from poe.cli import add_common_args, add_feature_cache_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
-from poe.pool import Pool
-from poe.preprocess import Preprocessor, default_pool_dir, default_pretrained_dir
+from poe.history import plot_stages
+from poe.pool import Pool, atomic_write_text
+from poe.preprocess import (Preprocessor, default_pool_dir, default_pretrained_dir, stored_summary,
+                            summary_lines, summary_markdown)
 from poe.train import pick_amp, pick_device
 
 STAGES = ("oracle", "library", "experts")
@@ -67,6 +73,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", nargs="+", default=[], choices=STAGES,
                    help="rebuild these stages even if the DB has them")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write what the DB holds after the run (each stage's network, budget, wall time, test "
+                        "scores, per-epoch history) as JSON, and a plot of the stages' curves beside it (.png)")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="the same as a Markdown table, with the command")
     return p
 
 
@@ -85,6 +96,8 @@ def parse_weights(items: list[str], profile) -> dict[str, str]:
 
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
+    command = shlex.join(["python", "Run_preprocessing.py", *(sys.argv[1:] if argv is None else argv)])
+    tic = time.perf_counter()
     setup_torch(args)
     profile = profile_from_args(args).with_budget(args.budget)
     if args.tasks == ["all"]:
@@ -137,6 +150,26 @@ def main(argv=None) -> None:
     if todo:
         pre.experts(todo, args.expert_loss, args.teacher, oracle)
     print(f"pool ready: {pool.root} ({len(pool.experts_available())} experts)")
+    summary = stored_summary(profile, pool, pre.pretrained_dir, tasks)
+    print("\n".join(summary_lines(summary)))
+    if args.json or args.markdown:
+        write_reports(args, summary, command, time.perf_counter() - tic, device, amp)
+
+
+def write_reports(args, summary: dict, command: str, seconds: float, device, amp) -> None:
+    doc = {"command": command, "budget": args.budget, "device": str(device), "amp": amp,
+           "this_run_s": round(seconds, 1), **summary}
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
+        histories = {name.replace("_", " "): s["history"] for name, s in summary["stages"].items() if s.get("history")}
+        plotted = histories and plot_stages(histories, Path(args.json).with_suffix(".png"),
+                                            f"{args.dataset}, budget {args.budget}")
+        print(f"json          : {args.json}" + (f" (+ {Path(args.json).with_suffix('.png')})" if plotted else ""))
+    if args.markdown:
+        text = (f"# Preprocessing, {args.dataset}, budget {args.budget}\n\n{summary_markdown(summary)}\n"
+                f"Command: `{command}` (device {device}, amp {amp}; this run {seconds / 60:.1f} min)\n")
+        atomic_write_text(Path(args.markdown), text)
+        print(f"markdown      : {args.markdown}")
 
 
 if __name__ == "__main__":

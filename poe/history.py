@@ -36,14 +36,28 @@ def read_csv(path: str | Path) -> list[dict]:
         return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def plot(history: list[dict], path: str | Path, title: str = "") -> bool:
-    """Loss, learning rate and test scores (where logged) against epochs, as a PNG. Returns False,
-    writing nothing, where matplotlib is not installed."""
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _save(fig, plt, path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def plot(history: list[dict], path: str | Path, title: str = "") -> bool:
+    """Loss, learning rate and test scores (where logged) against epochs, as a PNG. Returns False,
+    writing nothing, where matplotlib is not installed."""
+    plt = _pyplot()
+    if plt is None:
         return False
     epochs = [row["epoch"] for row in history]
     losses = [k for k in columns(history) if k == "loss" or k.startswith("loss/")]
@@ -64,8 +78,27 @@ def plot(history: list[dict], path: str | Path, title: str = "") -> bool:
         axes[2].legend(fontsize="x-small")
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    _save(fig, plt, path)
+    return True
+
+
+def plot_stages(histories: dict[str, list[dict]], path: str | Path, title: str = "") -> bool:
+    """Several stages side by side (e.g. Oracle and library student): training loss and logged test
+    top-1 against epochs. False, writing nothing, without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for label, history in histories.items():
+        epochs = [row["epoch"] for row in history]
+        axes[0].plot(epochs, [row.get("loss") for row in history], label=label)
+        if any("test_top1_pct" in row for row in history):
+            axes[1].plot(epochs, [row.get("test_top1_pct") for row in history], marker=".", label=label)
+    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="test top-1 % (logged only)")
+    for ax in axes:
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, plt, path)
     return True

@@ -299,3 +299,74 @@ class Preprocessor:
             pred = ids[logits[t][mask].argmax(1)]
             scores[t] = accuracy_pct(pred, labels[mask])
         return scores
+
+
+# -- what the DB holds (printed after every run; Run_preprocessing.py --json/--markdown) ---------------
+def stored_summary(profile: Profile, pool: Pool, pretrained_dir: Path, tasks: list[str]) -> dict:
+    """Each stored model's architecture, budget, wall time and test score, from its checkpoint's metadata
+    (nothing is evaluated again)."""
+    stages = {}
+    for name in ("oracle", "library_student"):
+        path = Path(pretrained_dir) / f"{name}.pt"
+        if path.is_file():
+            _, meta = checkpoint.state_and_meta(checkpoint.read(path), path, name)
+            stages[name] = {k: meta.get(k) for k in ("architecture", "budget", "wall_s", "metrics", "stored_dtype",
+                                                     "history", "date")}
+    library = pool.manifest().get("library") or {}
+    entries = pool.manifest().get("experts", {})
+    experts = {t: {k: entries[t].get(k) for k in ("loss", "teacher", "budget", "metrics", "extraction", "date")}
+               for t in tasks if t in entries}
+    return {"dataset": profile.name, "pool": str(pool.root), "pretrained_db": str(pretrained_dir),
+            "library": {k: library.get(k) for k in ("architecture", "fingerprint", "student_test_top1_pct", "source")},
+            "stages": stages, "experts": experts}
+
+
+def _minutes(seconds) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """One line per stored model, as Run_preprocessing.py prints them."""
+    lines = []
+    for name, label in (("oracle", "Oracle"), ("library_student", "library student")):
+        if name in summary["stages"]:
+            lines.append(f"  {label:<16}: {describe_stored(summary['stages'][name])}")
+    for task, e in summary["experts"].items():
+        acc = (e.get("metrics") or {}).get("own_classes_top1_pct")
+        lines.append(f"  expert {task:<24}: {'?' if acc is None else f'{acc:.2f}%'} on its own classes "
+                     f"({e.get('loss')}, teacher {e.get('teacher')})")
+    return lines
+
+
+def summary_markdown(summary: dict) -> str:
+    """The stages as a Markdown table (architecture, budget, wall time, test scores)."""
+    def budget(b):
+        if not b:
+            return "–"
+        sched = "cosine" if b.get("schedule") == "cosine" else f"×{b.get('gamma', 0.1)} at {b.get('milestones')}"
+        return f"{b['epochs']} epochs, lr {b['lr']} {sched}, batch {b['batch_size']}"
+
+    rows = ["| stage | network | budget | wall time | test top-1 |", "|---|---|---|---|---|"]
+    for name, label in (("oracle", "Oracle (cross-entropy)"), ("library_student", "library student (KD, T=4)")):
+        s = summary["stages"].get(name)
+        if s:
+            acc = (s.get("metrics") or {}).get("test_top1_pct")
+            rows.append(f"| {label} | {s.get('architecture')} | {budget(s.get('budget'))} | "
+                        f"{_minutes((s.get('wall_s') or {}).get('this_process_s'))} | "
+                        f"{'–' if acc is None else f'{acc:.2f} %'} (all classes) |")
+    experts = summary["experts"]
+    if experts:
+        first = next(iter(experts.values()))
+        walls = (first.get("extraction") or {}).get("wall_s") or {}
+        wall = (f"cache {_minutes(walls.get('cache_this_process_s'))} + training and scoring "
+                f"{_minutes(walls.get('training_and_scoring_this_process_s'))}") if walls else "–"
+        accs = [(e.get("metrics") or {}).get("own_classes_top1_pct") for e in experts.values()]
+        views = (first.get("extraction") or {}).get("views")
+        rows.append(f"| {len(experts)} experts ({first.get('loss')}, teacher {first.get('teacher')}"
+                    f"{f', {views} cached views' if views else ''}) | {summary['library'].get('architecture') or ''} "
+                    f"+ expert heads | {budget(first.get('budget'))} | {wall} | "
+                    f"{min(accs):.2f}–{max(accs):.2f} % (own classes) |")
+        rows += ["", "| expert | own-class top-1 |", "|---|---|"]
+        rows += [f"| {t} | {(e.get('metrics') or {}).get('own_classes_top1_pct', float('nan')):.2f} % |"
+                 for t, e in experts.items()]
+    return "\n".join(rows) + "\n"
