@@ -22,7 +22,7 @@ again.
 import argparse
 from pathlib import Path
 
-from poe.cli import add_common_args, add_feature_cache_args, profile_from_args, run, setup_torch
+from poe.cli import add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.pool import Pool
@@ -52,10 +52,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_feature_cache_args(p, joint="all experts", db="<db>")
     p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
                    help="take the library (and its student's head) from this pool folder instead of training it")
-    p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="default: the profile's (paper: 512)")
+    p.add_argument("--batch_size", "--batch-size", type=positive_int, default=None,
+                   help="images per batch, at least 1; default: the profile's (paper: 512)")
     for stage in ("oracle", "library", "expert"):
-        p.add_argument(f"--epochs_{stage}", type=int, default=None,
-                       help=f"{stage} epochs (LR milestones scale with it); default: the profile's")
+        p.add_argument(f"--epochs_{stage}", type=positive_int, default=None,
+                       help=f"{stage} epochs, at least 1 (LR milestones scale with it); default: the profile's")
         p.add_argument(f"--lr_{stage}", type=float, default=None, help=f"{stage} learning rate; default: the profile's")
     p.add_argument("--force", nargs="+", default=[], choices=STAGES,
                    help="rebuild these stages even if the DB has them")
