@@ -113,13 +113,6 @@ def test_a_changed_library_or_teacher_gets_another_cache_and_partial_views_are_r
     assert len(list((pool.root / "feature_cache").iterdir())) == 2
 
 
-def test_feature_cache_key_covers_library_teacher_and_data():
-    base = {"dataset": "demo", "data": "d", "library": "L", "teacher": "T"}
-    folders = {FeatureCache("/c", {**base, **change}).folder for change in
-               ({}, {"library": "L2"}, {"teacher": "T2"}, {"data": "d2"})}
-    assert len(folders) == 4
-
-
 def test_the_number_of_views_defaults_to_the_profiles():
     from ImageNet import PROFILE as IMAGENET
 
