@@ -1,7 +1,6 @@
 """Table 6 (cross-expert errors): the counting on hand-made logits, the tool end to end on the demo,
 and the authors' CIFAR-100 experts against the paper."""
 import json
-import sys
 
 import pytest
 import torch
