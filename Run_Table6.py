@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from poe import table6
-from poe.cli import add_common_args, add_feature_cache_args, profile_from_args, run, setup_torch
+from poe.cli import add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.pool import Pool, atomic_write_text
 from poe.preprocess import default_pool_dir, default_pretrained_dir
@@ -65,10 +65,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="whose logits the experts mimic (default oracle, read from --pretrained_db)")
     p.add_argument("--pretrained_db", "--pretrained-db", default=None,
                    help="folder holding oracle.pt; default DB_pretrained/<dataset>")
-    p.add_argument("--epochs_expert", type=int, default=None,
-                   help="expert epochs (LR milestones scale with it); default: the profile's (paper: 100)")
+    p.add_argument("--epochs_expert", type=positive_int, default=None,
+                   help="expert epochs, at least 1 (LR milestones scale with it); default: the profile's (paper: 100)")
     p.add_argument("--lr_expert", type=float, default=None, help="expert learning rate; default: the profile's")
-    p.add_argument("--batch_size", "--batch-size", type=int, default=None, help="default: the profile's (paper: 512)")
+    p.add_argument("--batch_size", "--batch-size", type=positive_int, default=None,
+                   help="images per batch, at least 1; default: the profile's (paper: 512)")
     add_feature_cache_args(p, joint="the experts of all three pools", db="OUT_DB")
     p.add_argument("--force", nargs="+", default=[], choices=["library", "experts"],
                    help="training mode: re-import the library / retrain the experts even if the pools have them")
@@ -76,7 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", default=None, metavar="PATH",
-                   help="PNG plot (needs matplotlib); default: beside --json, with .png")
+                   help="PNG plot; default: beside --json, with .png")
     p.add_argument("--markdown", default=None, metavar="PATH",
                    help="write the table with the command, budget and wall time as a Markdown file")
     return p

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from poe.cli import add_common_args, add_feature_cache_args, profile_from_args, run, setup_torch
+from poe.cli import add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.history import plot_stages
@@ -64,11 +64,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "dataset: cifar100 'cpu' = the whole run in about 1.5 h on a 2-core CPU with bf16 (Oracle "
                         "WRN-16-4 15 epochs, library student 20, experts 10; see README). The flags below "
                         "override parts of it")
-    p.add_argument("--batch_size", "--batch-size", type=int, default=None,
-                   help="every stage's batch; default: the budget's (paper: 512; cpu: 128 for Oracle and student)")
+    p.add_argument("--batch_size", "--batch-size", type=positive_int, default=None,
+                   help="every stage's batch, at least 1; default: the budget's (paper: 512; cpu: 128 for Oracle and student)")
     for stage in ("oracle", "library", "expert"):
-        p.add_argument(f"--epochs_{stage}", type=int, default=None,
-                       help=f"{stage} epochs (LR milestones scale with it); default: the profile's")
+        p.add_argument(f"--epochs_{stage}", type=positive_int, default=None,
+                       help=f"{stage} epochs, at least 1 (LR milestones scale with it); default: the profile's")
         p.add_argument(f"--lr_{stage}", type=float, default=None, help=f"{stage} learning rate; default: the profile's")
     p.add_argument("--force", nargs="+", default=[], choices=STAGES,
                    help="rebuild these stages even if the DB has them")

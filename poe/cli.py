@@ -11,6 +11,18 @@ from .errors import PoEError
 from .profiles import REGISTRY, get_profile
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts (epochs, batch size, views, threads): 0 is refused, not read as
+    "the default" — leave the flag out for the default."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r} (leave the flag out for the default)")
+    return value
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="cifar100", choices=sorted(REGISTRY),
                         help="dataset profile (default: cifar100; 'demo' is a small synthetic set generated "
@@ -25,7 +37,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", default=None, choices=["auto", "none", "bf16"],
                         help="bf16 autocast: 'auto' uses it where the hardware is fast at it; default: the "
                              "profile's (none for the paper's datasets, auto for demo)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--task_file", "--task-file", default=None, metavar="PATH",
                         help="your own primitive tasks, added to the dataset's and made the default tasks: JSON "
                              "{\"task\": [class, ...]} or lines 'task: class, class' (class = id, name or wnid)")
@@ -41,7 +53,7 @@ def add_feature_cache_args(parser: argparse.ArgumentParser, *, joint: str, db: s
                         help="cache (default): compute the library's features and the teacher's logits once per "
                              f"augmented view of the training set, store them, and train {joint} jointly from them "
                              "(poe/extract.py); live: recompute both every batch, as the paper's code does")
-    parser.add_argument("--cache_views", "--cache-views", type=int, default=None, metavar="V",
+    parser.add_argument("--cache_views", "--cache-views", type=positive_int, default=None, metavar="V",
                         help=f"augmented views of the training set to cache (default: the profile's, {DEFAULT_VIEWS}; "
                              "imagenet 1; capped at the expert epochs); epoch e reads view e mod V. Disk per view: "
                              "images x library features x 2 bytes + logits, e.g. CIFAR-100 50,000x32x16x16x2 B + "

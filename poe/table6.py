@@ -224,13 +224,10 @@ def markdown(doc: dict) -> str:
 
 # -- plot ---------------------------------------------------------------------------------------------
 def plot(doc: dict, path: Path) -> str:
-    """Cross-expert share vs n(Q): a solid line per pool, the paper's rows dashed. Returns a note
-    (matplotlib is optional: without it there is no plot)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return f"no plot: matplotlib is not installed (pip install matplotlib to get {path})"
+    """Cross-expert share vs n(Q): a solid line per pool, the paper's rows dashed. Returns a note."""
     import io
+
+    from matplotlib.figure import Figure  # imported here: only plotting pays for it
 
     colours = {VARIANT_LABELS[v]: f"C{i}" for i, v in enumerate(VARIANTS)}
     fig = Figure(figsize=(6, 4))

@@ -1,4 +1,5 @@
 """Bad input: one clear `error:` line on stderr, a non-zero exit, nothing half-written."""
+import re
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import torch
 
 import Run_preprocessing
 import Run_Service
+import Run_Table6
 from conftest import ROOT
 from Demo import PROFILE
 from poe.cli import run
@@ -107,3 +109,23 @@ def test_entry_point_exit_status_and_stderr(pool_dir):
     proc = subprocess.run([sys.executable, str(ROOT / "Run_Service.py"), "--dataset", "demo", "--db", str(pool_dir),
                            "--queriedTask", "nope"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and one_error_line(proc.stderr).startswith("error: unknown task")
+
+
+@pytest.mark.parametrize("tool, flag", [(Run_preprocessing, "--epochs_oracle"), (Run_preprocessing, "--epochs_library"),
+                                        (Run_preprocessing, "--epochs_expert"), (Run_preprocessing, "--batch_size"),
+                                        (Run_Table6, "--epochs_expert"), (Run_Table6, "--batch_size"),
+                                        (Run_preprocessing, "--cache_views")])
+def test_zero_budgets_are_refused_not_read_as_the_default(tool, flag, capsys, tmp_path):
+    """0 once meant "the profile's default" and ran the full budget; now every count must be >= 1.
+    (No data under --data_root: were the flag accepted, the run would stop on the missing data.)"""
+    for value in ("0", "-3", "two"):
+        with pytest.raises(SystemExit) as exit_info:
+            run(tool.main, ["--dataset", "cifar100", "--data_root", str(tmp_path), "--db", str(tmp_path / "pool"),
+                            "--pretrained_db", str(tmp_path / "pre"), flag, value])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert exit_info.value.code == 2 and len(errors) == 1, err
+        message = f"expected a whole number, got {value!r}" if value == "two" else \
+            f"must be at least 1, got {value!r} (leave the flag out for the default)"
+        assert re.search(rf"error: argument {flag}(/\S+)?: {re.escape(message)}$", errors[0]), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

@@ -6,41 +6,13 @@ import pytest
 import torch
 
 from Demo import PROFILE as DEMO
-from poe.data import ArrayDataset
 from poe.extract import Member, initial_expert, train_from_cache
-from poe.feature_cache import CachedLoader, FeatureCache
+from poe.feature_cache import CachedLoader
 from poe.pool import Pool
-from poe.preprocess import Preprocessor
-from poe.profiles import Budget
 from poe.service import build_task_model
+from tiny_demo import make_pool, preprocessor, tiny_profile
 
 TASKS = ["disks", "rings"]
-
-
-def tiny_profile(n_train=48, n_test=24):
-    """The demo profile on a few random images: the networks are real, the data tiny."""
-    g = torch.Generator().manual_seed(0)
-    c = DEMO.num_classes
-    train = ArrayDataset(torch.randint(0, 256, (n_train, 3, 32, 32), generator=g, dtype=torch.uint8),
-                         torch.arange(n_train) % c)
-    test = ArrayDataset(torch.randint(0, 256, (n_test, 3, 32, 32), generator=g, dtype=torch.uint8),
-                        torch.arange(n_test) % c)
-    return dataclasses.replace(DEMO, load=lambda root=None, download=False: (train, test), batch_size=16)
-
-
-def make_pool(root, profile):
-    torch.manual_seed(1)
-    pool = Pool(root, profile)
-    arch = profile.architecture
-    pool.save_library(arch.library())
-    pool.save_student_head(arch.student_head())
-    return pool
-
-
-def preprocessor(pool, profile, epochs=2, **kw):
-    return Preprocessor(profile, pool, pool.root / "pre", data_root=None, download=False,
-                        batch_size=profile.batch_size, budgets={**profile.budgets, "expert": Budget(epochs, 0.1, (1,))},
-                        device=torch.device("cpu"), amp="none", seed=3, **kw)
 
 
 def expert_states(pool, tasks):
@@ -139,13 +111,6 @@ def test_a_changed_library_or_teacher_gets_another_cache_and_partial_views_are_r
     pool.save_student_head(profile.architecture.student_head())
     pre.experts(["disks"], "soft+scale", "library-student", None)
     assert len(list((pool.root / "feature_cache").iterdir())) == 2
-
-
-def test_feature_cache_key_covers_library_teacher_and_data():
-    base = {"dataset": "demo", "data": "d", "library": "L", "teacher": "T"}
-    folders = {FeatureCache("/c", {**base, **change}).folder for change in
-               ({}, {"library": "L2"}, {"teacher": "T2"}, {"data": "d2"})}
-    assert len(folders) == 4
 
 
 def test_the_number_of_views_defaults_to_the_profiles():
