@@ -16,13 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from poe.cli import add_common_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.pool import Pool, atomic_write_text
 from poe.preprocess import default_pool_dir
-from poe.service import build_task_model, describe, evaluate_task_model, export
+from poe.service import export, query_report
 from poe.train import pick_amp, pick_device
 
 
@@ -68,10 +66,7 @@ def main(argv=None) -> None:
     amp = pick_amp(args.amp or profile.amp_default, device)
     test = profile.load(args.data_root, False)[1] if args.evaluate else None  # fail early on missing data
 
-    model, build_ms = build_task_model(pool, tasks, fuse=args.fuse)
-    report = {"dataset": profile.name, **describe(model, profile, profile.input_shape), "build_ms": build_ms}
-    if test is not None:
-        report.update(evaluate_task_model(model, profile, test, device, amp))
+    model, report = query_report(pool, tasks, fuse=args.fuse, test=test, device=device, amp=amp)
 
     print(f"PoE service: {profile.title}, pool {pool.root} ({pool.layout} layout)")
     print(f"  queried tasks : {', '.join(tasks)} ({report['num_classes']} classes)")
@@ -80,7 +75,7 @@ def main(argv=None) -> None:
         print(f"  cross-expert  : {report['cross_expert_pct']:.2f} % of {report['errors']} errors")
     print(f"  parameters    : {report['params']:,}")
     print(f"  FLOPs         : {report['flops'] / 1e6:,.2f} M per image")
-    print(f"  build time    : {build_ms:.2f} ms (library and experts read from the DB, consolidated"
+    print(f"  build time    : {report['build_ms']:.2f} ms (library and experts read from the DB, consolidated"
           f"{', fused' if report['form'] == 'fused' else ''})")
 
     if args.json:
