@@ -250,9 +250,10 @@ class Handler(BaseHTTPRequestHandler):
         on the server's stderr), so no request stops the server."""
         self.body_read = False
         try:
-            route()
+            with self.server.request_running():
+                route()
         except ApiError as exc:
-            if self.command != "GET" and not self.body_read:
+            if self.command != "GET" and not self.body_read or self.server.stopping:
                 self.close_connection = True  # an unread body would be taken for the next request
             self.send_json(exc.status, {"error": exc.message})
         except (ConnectionError, TimeoutError):
@@ -284,11 +285,34 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    daemon_threads = True  # a stop does not wait for clients that keep their connection open
+    """Threads per connection. A stop waits for the requests being answered (not for idle
+    keep-alive connections, whose threads are daemons): ending the process under a running
+    evaluation or export would abort it."""
+    daemon_threads = True
 
     def __init__(self, service: QueryService, host: str = "127.0.0.1", port: int = 0):
         self.service = service
+        self.running, self.stopping, self.idle = 0, False, threading.Condition()
         super().__init__((host, port), Handler)
+
+    @contextlib.contextmanager
+    def request_running(self):
+        with self.idle:
+            if self.stopping:
+                raise ApiError(503, "the server is stopping")
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self.idle:
+                self.running -= 1
+                self.idle.notify_all()
+
+    def finish_requests(self, timeout: float = 120.0) -> bool:
+        """Refuse new requests and wait for those running; False if some still run at `timeout`."""
+        with self.idle:
+            self.stopping = True
+            return self.idle.wait_for(lambda: self.running == 0, timeout)
 
     @property
     def url(self) -> str:
@@ -317,6 +341,13 @@ def serve(service: QueryService, host: str = "127.0.0.1", port: int = 8000, anno
         announce(f"serving on {server.url} (Ctrl-C stops)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
+        try:
+            if server.running:
+                announce(f"stopping: finishing {server.running} running request(s) (Ctrl-C again: stop now)",
+                         flush=True)
+            server.finish_requests()
+        except KeyboardInterrupt:
+            pass
         announce("stopped", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)

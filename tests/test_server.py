@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -258,7 +259,8 @@ def test_serve_refuses_single_query_flags(pool, capsys):
 
 
 def test_a_signal_stops_the_server_cleanly_and_frees_its_port(pool):
-    """Ctrl-C (SIGINT) and SIGTERM, one server each (started side by side to save time)."""
+    """Ctrl-C (SIGINT) and SIGTERM, one server each (started side by side to save time); the
+    SIGTERM comes while the server exports a .pt2 (seconds): it finishes that request first."""
     argv = [sys.executable, str(ROOT / "Run_Service.py"), "--dataset", "demo", "--db", str(pool.root),
             "--task_file", str(pool.root.parent / "tasks.txt"), "--serve", "--port", "0", "--no-eval"]
     procs = {sig: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -273,9 +275,18 @@ def test_a_signal_stops_the_server_cleanly_and_frees_its_port(pool):
             host, port = re.match(r"serving on http://([\d.]+):(\d+)/", lines[-1]).groups()
             assert host == "127.0.0.1"  # loopback unless asked otherwise
             assert query((host, int(port)), {"tasks": ["disks", "rings"]})[0] == 200
+            exported = []
+            if sig == signal.SIGTERM:
+                client = threading.Thread(target=lambda: exported.append(
+                    request((host, int(port)), "GET", "/model.pt2?tasks=disks,rings")))
+                client.start()
+                time.sleep(0.5)  # the request is being answered (an export takes over a second here)
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=60)
             assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err, (sig, out, err)
+            if sig == signal.SIGTERM:
+                client.join()
+                assert exported[0][0] == 200 and load_program(exported[0][2])[1]["class_ids"]
             with socket.socket() as s:  # the port is free again: it can be listened on
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind((host, int(port)))
