@@ -177,6 +177,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client's queries share one connection
     server_version = "PoE"
     timeout = 30  # seconds a client may take to send its request (a stalled one frees its thread)
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the
+    # client's delayed ACK (~40 ms a query, measured).
+    disable_nagle_algorithm = True
 
     @property
     def service(self) -> QueryService:
