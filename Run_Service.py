@@ -11,18 +11,18 @@ parameters, FLOPs and the time to build it.
     python Run_Service.py --dataset tinyimagenet --db ../shared/reference/poe-authors/TinyImageNet \
         --data_root DIR --queriedTask canine feline bird
     python Run_Service.py --dataset imagenet --data_root DIR --queriedTask bird_passerine bird_Etc1
+    python Run_Service.py --dataset demo --serve --port 8000   # a query server: http://127.0.0.1:8000/
 """
 import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from poe.cli import add_common_args, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.pool import Pool, atomic_write_text
 from poe.preprocess import default_pool_dir
-from poe.service import build_task_model, describe, evaluate_task_model, export
+from poe.server import QueryService, serve
+from poe.service import export, query_report
 from poe.train import pick_amp, pick_device
 
 
@@ -41,7 +41,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "fused one (BatchNorm folded; WRN experts as grouped convolutions, MobileNetV2 experts as one "
                         "matrix product; same logits, faster)")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
-                   help="build (and export) the model without evaluating it (no data needed)")
+                   help="build (and export) the model without evaluating it (no data needed); with --serve: "
+                        "a server that never evaluates (and does not load the test data)")
+    p.add_argument("--serve", action="store_true",
+                   help="stay up and answer queries over HTTP with the pool kept warm: a web page at /, a JSON "
+                        "API (GET /tasks, POST /query, GET /model.pt2?tasks=..., GET /health; see the README)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="with --serve: the address to listen on (default 127.0.0.1, this machine only; the "
+                        "server has no authentication, so name another address only on a trusted network)")
+    p.add_argument("--port", type=int, default=8000, help="with --serve: the TCP port (default 8000; 0: any free one)")
     return p
 
 
@@ -53,6 +61,26 @@ def list_tasks(profile, pool: Pool) -> None:
         print(f"{task:<{width}}  {status:<9}  {names}")
 
 
+def start_server(args, pool: Pool) -> None:
+    used = [flag for flag, value in (("--queriedTask", args.queried), ("--json", args.json),
+                                     ("--export", args.export)) if value is not None]
+    if used:
+        raise PoEError(f"--serve takes its queries over HTTP; drop {', '.join(used)}")
+    if not pool.has_library():
+        raise PoEError(f"no library in {pool.root} (expected {pool.library_path}); build the pool with: "
+                       f"python Run_preprocessing.py --dataset {pool.profile.name}, or name one with --db")
+    profile, test, reason = pool.profile, None, "started with --no-eval"
+    if args.evaluate:
+        try:
+            test = profile.load(args.data_root, False)[1]
+        except PoEError as exc:  # a server without the data still builds models
+            reason = str(exc)
+    device = pick_device(args.device)
+    service = QueryService(pool, test=test, no_test_reason=reason, device=device,
+                           amp=pick_amp(args.amp or profile.amp_default, device), fuse=args.fuse)
+    serve(service, args.host, args.port)
+
+
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
     setup_torch(args)
@@ -61,6 +89,8 @@ def main(argv=None) -> None:
     if args.list:
         list_tasks(profile, pool)
         return
+    if args.serve:
+        return start_server(args, pool)
     if args.queried is None:
         raise PoEError("name the query with --queriedTask TASK [TASK ...] (see --list)")
     tasks = profile.resolve_tasks(args.queried, "--queriedTask")
@@ -68,10 +98,7 @@ def main(argv=None) -> None:
     amp = pick_amp(args.amp or profile.amp_default, device)
     test = profile.load(args.data_root, False)[1] if args.evaluate else None  # fail early on missing data
 
-    model, build_ms = build_task_model(pool, tasks, fuse=args.fuse)
-    report = {"dataset": profile.name, **describe(model, profile, profile.input_shape), "build_ms": build_ms}
-    if test is not None:
-        report.update(evaluate_task_model(model, profile, test, device, amp))
+    model, report = query_report(pool, tasks, fuse=args.fuse, test=test, device=device, amp=amp)
 
     print(f"PoE service: {profile.title}, pool {pool.root} ({pool.layout} layout)")
     print(f"  queried tasks : {', '.join(tasks)} ({report['num_classes']} classes)")
@@ -80,7 +107,7 @@ def main(argv=None) -> None:
         print(f"  cross-expert  : {report['cross_expert_pct']:.2f} % of {report['errors']} errors")
     print(f"  parameters    : {report['params']:,}")
     print(f"  FLOPs         : {report['flops'] / 1e6:,.2f} M per image")
-    print(f"  build time    : {build_ms:.2f} ms (library and experts read from the DB, consolidated"
+    print(f"  build time    : {report['build_ms']:.2f} ms (library and experts read from the DB, consolidated"
           f"{', fused' if report['form'] == 'fused' else ''})")
 
     if args.json:

@@ -281,10 +281,9 @@ FoldedConvExpert.heads = FusedConvHeads
 class FusedTaskModel(nn.Module):
     """Drop-in for TaskModel (same outputs, `class_ids`, `tasks`, `expert_classes`), faster."""
 
-    def __init__(self, library: nn.Module, experts: list, tasks: list[str] | None = None, plain=None,
+    def __init__(self, library: nn.Module, experts: list, tasks: list[str] | None = None,
                  shared_library: bool = False):
         super().__init__()
-        self._plain = plain  # () -> the equivalent TaskModel (for reports: parameters, FLOPs)
         # shared_library: `library` is also held by poe.realtime's cache and other queries' models;
         # it is copied (shallowly) the first time this model is converted (.to, .double, ...).
         self._shared_library = shared_library
@@ -322,13 +321,6 @@ class FusedTaskModel(nn.Module):
                 return self
             self.library, self._shared_library = shallow_clone(self.library), False
         return super().train(mode)
-
-    def plain_model(self) -> TaskModel:
-        """The sequential TaskModel this model computes: parameters and FLOPs are reported on it
-        (the library's and experts' own, the paper's measure, not the folded tensors')."""
-        if self._plain is None:
-            raise ValueError("this fused model was built without a way to rebuild its plain form")
-        return self._plain()
 
 
 def shallow_clone(module: nn.Module) -> nn.Module:
@@ -371,4 +363,4 @@ def fuse(model: TaskModel) -> nn.Module:
     if library is None:
         return model
     device = next(model.parameters()).device
-    return FusedTaskModel(library, folded, model.tasks, plain=lambda: model).to(device).eval()
+    return FusedTaskModel(library, folded, model.tasks).to(device).eval()

@@ -75,10 +75,5 @@ def fused_task_model(pool: Pool, tasks: list[str], cache: PieceCache = CACHE) ->
                          lambda task=t: read_and_fold_expert(pool, task)) for t in tasks]
     if not compatible(experts):
         return None
-
-    def plain():
-        from .consolidate import consolidate
-        return consolidate(pool.load_library(), {t: pool.load_expert(t) for t in tasks}, hierarchy)
-
-    return FusedTaskModel(library, experts, tasks, plain=plain, shared_library=True).eval()
+    return FusedTaskModel(library, experts, tasks, shared_library=True).eval()
 

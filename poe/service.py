@@ -4,16 +4,33 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from .consolidate import TaskModel, consolidate
-from .errors import PoEError
+from .errors import MissingExpert, PoEError
 from .evaluate import predict
+from .fused import FusedTaskModel
 from .metrics import accuracy_pct, count_flops, count_params, error_breakdown
 from .pool import Pool
 from .realtime import fused_task_model
+
+
+def check_query(pool: Pool, tasks: list[str]) -> None:
+    """A query the pool can answer: every task has an expert (MissingExpert names all that do
+    not), and no two tasks share classes."""
+    missing = [t for t in tasks if not pool.has_expert(t)]
+    if missing:
+        raise MissingExpert(
+            f"the pool {pool.root} has no expert for {', '.join(missing)}; build with: python "
+            f"Run_preprocessing.py --dataset {pool.profile.name} --db {pool.root} --tasks {' '.join(missing)}")
+    hierarchy = pool.profile.hierarchy
+    for i, a in enumerate(tasks):  # user-defined tasks (--task_file) may share classes with others
+        for b in tasks[i + 1:]:
+            if set(hierarchy[a]) & set(hierarchy[b]):
+                raise PoEError(f"tasks {a} and {b} share classes; a query's tasks must be disjoint")
 
 
 def build_task_model(pool: Pool, tasks: list[str], fuse: bool = True) -> tuple[TaskModel, float]:
@@ -24,17 +41,7 @@ def build_task_model(pool: Pool, tasks: list[str], fuse: bool = True) -> tuple[T
     there yet; the plain TaskModel where the networks cannot fuse. fuse=False: the plain TaskModel,
     read from the files. Returns (model, milliseconds from query to model ready)."""
     tic = time.perf_counter()
-    for t in tasks:  # check all before loading anything, to name every missing expert at once
-        if not pool.has_expert(t):
-            missing = [t for t in tasks if not pool.has_expert(t)]
-            raise PoEError(
-                f"the pool {pool.root} has no expert for {', '.join(missing)}; build with: python "
-                f"Run_preprocessing.py --dataset {pool.profile.name} --db {pool.root} --tasks {' '.join(missing)}")
-    hierarchy = pool.profile.hierarchy
-    for i, a in enumerate(tasks):  # user-defined tasks (--task_file) may share classes with others
-        for b in tasks[i + 1:]:
-            if set(hierarchy[a]) & set(hierarchy[b]):
-                raise PoEError(f"tasks {a} and {b} share classes; a query's tasks must be disjoint")
+    check_query(pool, tasks)  # before loading anything
     model = fused_task_model(pool, tasks) if fuse else None
     if model is None:
         library = pool.load_library()
@@ -54,15 +61,46 @@ def evaluate_task_model(model: TaskModel, profile, test, device="cpu", amp="none
             **error_breakdown(pred, labels, class_to_task)}
 
 
+def query_report(pool: Pool, tasks: list[str], *, fuse: bool = True, test=None, device="cpu",
+                 amp="none") -> tuple[TaskModel, dict]:
+    """The service's answer to a query: (task model, report). The report (what `--json` writes and
+    the server's POST /query returns): dataset, describe()'s fields, build_ms, and with `test`
+    data, evaluate_task_model()'s."""
+    profile = pool.profile
+    model, build_ms = build_task_model(pool, tasks, fuse=fuse)
+    report = {"dataset": profile.name, **describe(model, profile, profile.input_shape), "build_ms": build_ms}
+    if test is not None:
+        report.update(evaluate_task_model(model, profile, test, device, amp))
+    return model, report
+
+
 def describe(model: TaskModel, profile, input_shape) -> dict:
-    """Classes, parameters and FLOPs; a fused model reports those of the library and experts it
-    computes (its folded tensors run the same function with fewer operations)."""
-    if hasattr(model, "plain_model"):
-        return {**describe(model.plain_model(), profile, input_shape), "form": "fused"}
-    return {"tasks": list(model.tasks), "num_classes": len(model.class_ids),
-            "class_ids": model.class_ids.tolist(),
-            "class_names": [profile.class_names[c] for c in model.class_ids.tolist()],
-            "params": count_params(model), "flops": count_flops(model, input_shape), "form": "plain"}
+    """Classes, parameters and FLOPs. A fused model (of the profile's networks) reports those of
+    the library and experts it computes, the paper's measure (its folded tensors run the same
+    function with fewer operations); they are the sums of the pieces' counts, counted once per
+    architecture and class count, so a report costs microseconds, not a FLOP-counting pass."""
+    ids = model.class_ids.tolist()
+    info = {"tasks": list(model.tasks), "num_classes": len(ids), "class_ids": ids,
+            "class_names": [profile.class_names[c] for c in ids]}
+    if isinstance(model, FusedTaskModel):
+        pieces = [piece_counts(profile.architecture, tuple(input_shape))]
+        pieces += [piece_counts(profile.architecture, tuple(input_shape), len(c)) for c in model.expert_classes]
+        return {**info, "params": sum(p for p, _ in pieces), "flops": sum(f for _, f in pieces), "form": "fused"}
+    return {**info, "params": count_params(model), "flops": count_flops(model, input_shape), "form": "plain"}
+
+
+@lru_cache(maxsize=256)
+def piece_counts(architecture, input_shape: tuple, expert_classes: int | None = None) -> tuple[int, int]:
+    """(parameters, FLOPs per image) of the architecture's library (expert_classes=None) or of its
+    expert for that many classes on the library's features. They depend on the shapes only, and
+    add up: a task model's counts are the library's plus its experts' (tests/test_fused.py)."""
+    library = architecture.library().eval()
+    if expert_classes is None:
+        return count_params(library), count_flops(library, input_shape)
+    with torch.no_grad():
+        features = tuple(library(torch.zeros(1, *input_shape)).shape[1:])
+    expert = architecture.expert(expert_classes)
+    return count_params(expert), count_flops(expert, features)
 
 
 def export(model: TaskModel, profile, input_shape, path: str | Path) -> None:

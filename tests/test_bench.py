@@ -11,7 +11,8 @@ from conftest import ROOT
 
 SCRIPTS = {"p1_query_latency.py": "P1 query latency", "p2_fused_throughput.py": "P2 fused vs sequential",
            "p3_vs_oracle.py": "P3 task model", "p4_extraction.py": "P4 expert extraction",
-           "views_study.py": "Expert accuracy vs cached views", "p5_oracle_choice.py": "P5 Oracle choice"}
+           "views_study.py": "Expert accuracy vs cached views", "p5_oracle_choice.py": "P5 Oracle choice",
+           "p6_server.py": "P6 query server"}
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
