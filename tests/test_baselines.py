@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import Run_Baselines
+import poe.train
 from Demo import PROFILE as DEMO
-from poe import checkpoint
 from poe.baselines import METHODS
 from poe.baselines.model import load as load_baseline
 from poe.baselines.query import Query, study_queries
@@ -108,7 +108,9 @@ def test_study_queries_every_combination_or_a_seeded_sample():
 # -- the study end to end on the demo -----------------------------------------------------------
 @pytest.fixture
 def small_demo(monkeypatch):
-    """The demo with a sixth of its images (480 to train, 160 to test), so that the study is quick."""
+    """The demo with a sixth of its images (480 to train, 160 to test), so that the study is quick; no
+    per-epoch history files (one plot per epoch of ~20 trainings would cost more than the training)."""
+    monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)
     generator = torch.Generator().manual_seed(0)
     train, test = (ArrayDataset(d.images[keep], d.labels[keep]) for d in DEMO.load()
                    for keep in [torch.randperm(len(d), generator=generator)[:len(d) // 6]])

@@ -24,6 +24,11 @@ def _num(x, unit="") -> str:
     return f"{x:.0f}{unit}"
 
 
+def _schedule(b: dict) -> str:
+    drops = f"×0.1 at epochs {', '.join(map(str, b['milestones']))}" if b["milestones"] else "no LR drop"
+    return f"{b['epochs']} epoch(s), lr {b['lr']}, {drops}"
+
+
 def _reach(m: dict) -> tuple[str, str]:
     """(time to PoE's accuracy, its ratio to PoE's query time) cells of a summary entry."""
     if m["reached"] == 0:
@@ -39,9 +44,8 @@ def markdown(doc: dict) -> str:
              f"Wall time of the whole command: {doc['wall_s'] / 60:.1f} min ({doc['wall_s']:.0f} s) on {s['machine']}.",
              "",
              f"Budget: whole-network methods (Scratch, SD_*, UHC_*, and the single-task Scratch teachers) "
-             f"{s['network']['epochs']} epochs (lr {s['network']['lr']}, ×0.1 at {s['network']['milestones']}; paper "
-             f"200, ×0.1 at 80/160); head-only methods (Transfer, CKD) {s['head']['epochs']} epochs (lr {s['head']['lr']}, "
-             f"×0.1 at {s['head']['milestones']}; paper 100, ×0.1 at 40/80); SGD momentum 0.9, weight decay 5e-4, batch "
+             f"{_schedule(s['network'])} (paper: 200, ×0.1 at 80 and 160); head-only methods (Transfer, CKD) "
+             f"{_schedule(s['head'])} (paper: 100, ×0.1 at 40 and 80); SGD momentum 0.9, weight decay 5e-4, batch "
              f"{s['batch_size']}, seed {s['seed']}; device {s['device']}, amp {s['amp']}. CKD's teacher: {s['teacher']}. "
              f"PoE pool: `{s['pool']}`.", "",
              f"Queries: {s['queries_note']}.", "",
