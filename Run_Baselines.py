@@ -123,6 +123,7 @@ def main(argv=None) -> None:
     command = shlex.join(["python", "Run_Baselines.py", *(sys.argv[1:] if argv is None else argv)])
     setup_torch(args)
     tic = time.perf_counter()
+    budgets = make_budgets(args)
     profile = profile_from_args(args)
     from poe.baselines.model import wrn_architecture
     wrn_architecture(profile)  # the authors' baselines are WRNs: refuse ImageNet before any work
@@ -158,7 +159,6 @@ def main(argv=None) -> None:
     if "CKD" in args.methods and args.teacher == "oracle" and not (pretrained_dir / "oracle.pt").is_file():
         raise PoEError(f"CKD's teacher 'oracle' needs {pretrained_dir / 'oracle.pt'}: pass --pretrained_db, "
                        "or --teacher library-student (the authors' published pool has no Oracle)")
-    budgets = make_budgets(args)
     setup = Setup(profile=profile, pool=pool, data=profile.load(args.data_root, args.download),
                   out=Path(args.out) if args.out else PROJECT_ROOT / "DB_baselines" / profile.name,
                   budgets=budgets, batch_size=batch_size, device=device, amp=amp, seed=args.seed,
