@@ -74,7 +74,9 @@ def poe_one_off(pool, n_queries: int, given_s: float | None = None) -> dict:
             seconds = sum(h.get("seconds", 0) for h in entry["history"])
         else:
             continue
-        runs.setdefault(json.dumps(ext or entry["history"], sort_keys=True, default=str), [seconds, []])[1].append(task)
+        # experts trained jointly share one run: the same extraction record, or the same epoch times
+        run_key = ext or [h.get("seconds") for h in entry["history"]]
+        runs.setdefault(json.dumps(run_key, sort_keys=True, default=str), [seconds, []])[1].append(task)
     if runs:
         total, source = sum(s for s, _ in runs.values()), "the pool's metadata"
         source += f" ({len(runs)} extraction run(s): " + "; ".join(", ".join(t) for _, t in runs.values()) + ")"
