@@ -197,14 +197,18 @@ class CachedLoader:
     def __len__(self) -> int:
         return (len(self.views[0]) + self.batch_size - 1) // self.batch_size
 
-    def __iter__(self):
-        view = self.views[self.epoch % len(self.views)]
-        n = len(view)
+    def batch_rows(self):
+        """(view index, sorted rows) of each batch of this epoch."""
+        k = self.epoch % len(self.views)
+        n = len(self.views[k])
         if self.epoch < len(self.views):
             order = torch.arange(n)
         else:
             gen = epoch_generator(self.seed, self.epoch)
             order = torch.randperm(n, generator=gen)
         for start in range(0, n, self.batch_size):
-            rows, _ = order[start:start + self.batch_size].sort()
-            yield view.batch(rows)
+            yield k, order[start:start + self.batch_size].sort()[0]
+
+    def __iter__(self):
+        for k, rows in self.batch_rows():
+            yield self.views[k].batch(rows)

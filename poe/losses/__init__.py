@@ -1,8 +1,11 @@
-"""Losses, one per file. `expert_loss` builds the loss an expert is trained with."""
+"""Losses, one per file. `ExpertLoss` is the loss an expert is trained with (and the CKD baseline's);
+SDLoss and UHCLoss distil several single-task teachers into one student (the SD_*/UHC_* baselines)."""
 import torch.nn as nn
 
 from .scale import ScaleLoss
+from .sd import SDLoss
 from .soft import SoftLoss
+from .uhc import UHCLoss
 
 EXPERT_LOSSES = ("soft", "scale", "soft+scale")
 
@@ -25,4 +28,4 @@ class ExpertLoss(nn.Module):
         return self.soft(student_logits, teacher_logits) + self.alpha * self.scale(student_logits, teacher_logits)
 
 
-__all__ = ["SoftLoss", "ScaleLoss", "ExpertLoss", "EXPERT_LOSSES"]
+__all__ = ["SoftLoss", "ScaleLoss", "ExpertLoss", "EXPERT_LOSSES", "SDLoss", "UHCLoss"]

@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""PoE against the seven per-query training baselines of the paper's comparison (Scratch, Transfer,
+CKD, SD_Scratch, SD_CKD, UHC_Scratch, UHC_CKD): per query, accuracy, params, FLOPs and the wall time
+to a ready model, the per-epoch test curve, and when each method first reaches PoE's accuracy.
+
+PoE's row comes from the pool (--db: library + experts, no training); its experts are also the
+teachers of SD_CKD and UHC_CKD, its library the frozen front of Transfer and CKD. Trained baselines
+are stored in --out (one file per method, query and settings), so rerunning a command only
+evaluates. Either one query (--queriedTask) or the study over n(Q) in --sizes of --tasks (every
+combination, or a seeded sample of --queries per n(Q)).
+
+    python Run_Baselines.py --dataset demo --queriedTask disks rings --teacher library-student
+    python Run_Baselines.py --dataset cifar100 --data_root ../shared/data \\
+        --db ../shared/reference/poe-authors/CIFAR100 --teacher library-student --queries 1 \\
+        --epochs_network 7 --epochs_head 15 --batch_size 128 --amp bf16 \\
+        --json results/baselines_cifar100.json --markdown results/baselines_cifar100.md
+    python Run_Baselines.py --dataset tinyimagenet --data_root ../shared/data \\
+        --db ../shared/reference/poe-authors/TinyImageNet --teacher library-student \\
+        --queriedTask canine feline --epochs_network 1 --epochs_head 1     # a smoke test
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from poe.baselines import METHODS, report, study
+from poe.baselines.query import study_queries
+from poe.baselines.training import Setup
+from poe.cli import add_common_args, profile_from_args, run, setup_torch
+from poe.errors import PoEError
+from poe.feature_cache import CACHE_DTYPES
+from poe.pool import Pool, atomic_write_text
+from poe.preprocess import PROJECT_ROOT, default_pool_dir, default_pretrained_dir
+from poe.table6 import SIZES
+from poe.train import pick_amp, pick_device
+
+# The authors' schedules (shared/spec/baselines.md); --epochs_* squeeze them, milestones in proportion.
+NETWORK_EPOCHS, HEAD_EPOCHS = 200, 100
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--queriedTask", "--queried-task", dest="queried", nargs="+", default=None, metavar="TASK",
+                   help="one query; default: the study over --tasks and --sizes")
+    p.add_argument("--tasks", nargs="+", default=None, help="the study's tasks (default: the paper's six)")
+    p.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), help="the study's n(Q) (default 2 3 4 5)")
+    p.add_argument("--queries", type=int, default=None, metavar="N",
+                   help="a seeded sample of N queries per n(Q) (default: every combination; six tasks make "
+                        "15/20/15/6 = 56 queries for n(Q) = 2..5)")
+    p.add_argument("--query_seed", type=int, default=0, help="seed of the --queries sample")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                   help="baselines to race (default: all seven)")
+    p.add_argument("--teacher", default="oracle", choices=["oracle", "library-student"],
+                   help="CKD's teacher: the Oracle (--pretrained_db/oracle.pt) or the library student (the pool's "
+                        "library + its classifier; the only choice with the authors' pool, which has no Oracle)")
+    p.add_argument("--pretrained_db", "--pretrained-db", default=None,
+                   help="folder holding oracle.pt; default DB_pretrained/<dataset>")
+    p.add_argument("--epochs_network", type=int, default=NETWORK_EPOCHS,
+                   help=f"epochs of Scratch, SD_*, UHC_* and the single-task teachers (default the paper's "
+                        f"{NETWORK_EPOCHS}, lr 0.1 ×0.1 at 80/160; milestones scale in proportion)")
+    p.add_argument("--epochs_head", type=int, default=HEAD_EPOCHS,
+                   help=f"epochs of Transfer and CKD (default the paper's {HEAD_EPOCHS}, ×0.1 at 40/80)")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=None,
+                   help="default: the profile's (paper 512; the authors' code used 256)")
+    p.add_argument("--head_source", "--head-source", default="cache", choices=["cache", "live"],
+                   help="Transfer/CKD: cache (default) trains from the library's features (and the teacher's "
+                        "logits) of --cache_views augmented views, computed once per query for both; live "
+                        "recomputes them every batch")
+    p.add_argument("--cache_views", "--cache-views", type=int, default=5, metavar="V",
+                   help="augmented views in the head methods' feature cache (default 5; capped at --epochs_head)")
+    p.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES))
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where trained baselines (and their feature caches) are stored; default DB_baselines/<dataset>")
+    p.add_argument("--extraction_seconds", type=float, default=None, metavar="S",
+                   help="PoE's one-off expert extraction time, for a pool whose metadata lacks it (the authors'); "
+                        "stated as given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write every number (curves included) as JSON")
+    p.add_argument("--plot", default=None, metavar="PATH", help="PNG plot; default: beside --json, with .png")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="write the report (command, budget, wall time, tables) as Markdown")
+    return p
+
+
+def make_budgets(args) -> dict:
+    from poe.profiles import Budget
+    for flag in ("epochs_network", "epochs_head"):
+        if getattr(args, flag) < 1:
+            raise PoEError(f"--{flag} must be at least 1")
+    return {"network": Budget(NETWORK_EPOCHS, 0.1, (80, 160)).with_epochs(args.epochs_network),
+            "head": Budget(HEAD_EPOCHS, 0.1, (40, 80)).with_epochs(args.epochs_head)}
+
+
+def speedups(setup: Setup, methods: list[str]) -> list[str]:
+    out = [f"mixed precision: {setup.amp} autocast for every method and PoE alike; channels-last training "
+           "(the one training loop, poe.train.fit)"]
+    if {"Transfer", "CKD"} & set(methods):
+        out.append("Transfer, CKD: " + (
+            f"trained from cached library features (and teacher logits) of min({setup.cache_views}, epochs) augmented "
+            "views of the query's images, one pass shared by both, its time counted in full in each"
+            if setup.head_source == "cache" else "no feature cache (--head_source live): library recomputed every batch"))
+    if {"SD_CKD", "UHC_CKD"} & set(methods):
+        out.append("SD_CKD, UHC_CKD: the n expert teachers run as PoE's fused task model, library once per batch")
+    if {"SD_Scratch", "UHC_Scratch"} & set(methods):
+        out.append("SD_Scratch, UHC_Scratch: each single-task Scratch teacher trained once and shared by every "
+                   "query and both methods; its training time is shown apart")
+    out.append("every method's teacher passes run under no_grad in eval mode; no method's time includes the "
+               "per-epoch test passes")
+    return out
+
+
+def main(argv=None) -> None:
+    args = get_args_parser().parse_args(argv)
+    command = shlex.join(["python", "Run_Baselines.py", *(sys.argv[1:] if argv is None else argv)])
+    setup_torch(args)
+    tic = time.perf_counter()
+    budgets = make_budgets(args)
+    profile = profile_from_args(args)
+    from poe.baselines.model import wrn_architecture
+    wrn_architecture(profile)  # the authors' baselines are WRNs: refuse ImageNet before any work
+    if args.queried:
+        queries = [tuple(profile.resolve_tasks(args.queried, "--queriedTask"))]
+        note = f"one query, {' + '.join(queries[0])}"
+        n_study = 1
+    else:
+        tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+        sizes = sorted(set(args.sizes))
+        if not sizes or min(sizes) < 1 or max(sizes) > len(tasks):
+            raise PoEError(f"--sizes must lie in 1..{len(tasks)} (the number of --tasks)")
+        if args.queries is not None and args.queries < 1:
+            raise PoEError("--queries must be at least 1")
+        queries = study_queries(tasks, sizes, args.queries, args.query_seed)
+        n_study = study.study_query_count(len(tasks), sizes)
+        note = (f"{len(queries)} of the {n_study} combinations of {len(tasks)} tasks ({', '.join(tasks)}) for n(Q) = "
+                f"{', '.join(map(str, sizes))}" + (f", a seeded sample of {args.queries} per n(Q) "
+                                                   f"(--query_seed {args.query_seed})" if args.queries else ""))
+    pool = Pool(args.db or default_pool_dir(profile), profile)
+    missing = sorted({t for q in queries for t in q if not pool.has_expert(t)})
+    if missing:
+        raise PoEError(f"the pool {pool.root} has no expert for {', '.join(missing)} (PoE's row needs them); "
+                       f"build with python Run_preprocessing.py --dataset {profile.name}, or pass --db")
+    device = pick_device(args.device)
+    amp = pick_amp(args.amp or profile.amp_default, device)
+    batch_size = args.batch_size or profile.batch_size
+    if batch_size < 1:
+        raise PoEError("--batch_size must be positive")
+    if args.cache_views < 1:
+        raise PoEError("--cache_views must be at least 1")
+    pretrained_dir = Path(args.pretrained_db or default_pretrained_dir(profile))
+    if "CKD" in args.methods and args.teacher == "oracle" and not (pretrained_dir / "oracle.pt").is_file():
+        raise PoEError(f"CKD's teacher 'oracle' needs {pretrained_dir / 'oracle.pt'}: pass --pretrained_db, "
+                       "or --teacher library-student (the authors' published pool has no Oracle)")
+    setup = Setup(profile=profile, pool=pool, data=profile.load(args.data_root, args.download),
+                  out=Path(args.out) if args.out else PROJECT_ROOT / "DB_baselines" / profile.name,
+                  budgets=budgets, batch_size=batch_size, device=device, amp=amp, seed=args.seed,
+                  teacher=args.teacher, pretrained_dir=pretrained_dir, head_source=args.head_source,
+                  cache_views=args.cache_views, cache_dtype=args.cache_dtype)
+    print(f"Baselines vs PoE, {profile.title}: {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, methods "
+          f"{', '.join(args.methods)}; network {args.epochs_network} epochs, head {args.epochs_head} epochs, batch "
+          f"{batch_size}, device {device}, amp {amp}; pool {pool.root}; models in {setup.out}")
+
+    results = study.run(setup, queries, args.methods)
+    teachers = {}
+    if {"SD_Scratch", "UHC_Scratch"} & set(args.methods):
+        from poe.baselines.query import Query
+        from poe.baselines.training import obtain
+        for t in sorted({t for q in queries for t in q}):
+            q = Query.of([t], profile.hierarchy)
+            model, meta = obtain(setup, "Scratch", q)
+            teachers[t] = {"accuracy_pct": setup.accuracy(model, q), "time_to_model_s": meta["time_to_model_s"]}
+    settings = {"device": str(device), "amp": amp, "batch_size": batch_size, "seed": args.seed,
+                "teacher": args.teacher, "pool": str(pool.root), "out": str(setup.out), "queries_note": note,
+                "head_source": args.head_source, "cache_views": min(args.cache_views, args.epochs_head),
+                "network": setup.budget_meta("network"), "head": setup.budget_meta("head"),
+                "machine": f"{platform.machine()} with {os.cpu_count()} CPU core(s), torch threads "
+                           f"{torch.get_num_threads()}" if device.type == "cpu" else str(device)}
+    doc = {"dataset": profile.name, "title": profile.title, "command": command, "settings": settings,
+           "methods": args.methods, "speedups": speedups(setup, args.methods),
+           "poe_one_off": study.poe_one_off(pool, n_study, args.extraction_seconds),
+           "queries": results, "summary": study.summary(results, args.methods), "teachers": teachers,
+           "wall_s": round(time.perf_counter() - tic, 1)}
+    text = report.markdown(doc)
+    print(text)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
+        print(f"json          : {args.json}")
+    plot_path = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot_path:
+        print(report.plot(doc, Path(plot_path)))
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), text)
+        print(f"markdown      : {args.markdown}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

@@ -1,0 +1,167 @@
+"""What every baseline shares: the study's settings (`Setup`), the one training loop
+(`poe.train.fit`) with the per-epoch test curve, and the store of trained models.
+
+A family module (scratch.py, transfer.py, distill.py) turns (setup, query) into a `Plan`: the
+model, the part of it the optimiser trains, the batch loss, the loader, the budget, and how long
+getting ready took (teachers' passes and feature caches included; the single-task teachers'
+own training is counted apart in `teachers_s`). `obtain` trains the plan once and stores the
+result; a later run with the same settings loads it and only evaluates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .. import checkpoint
+from ..errors import PoEError
+from ..evaluate import predict
+from ..metrics import accuracy_pct
+from ..pool import Pool
+from ..profiles import Budget
+from ..train import fit
+from . import model as store
+from .query import Query
+
+
+@dataclass
+class Plan:
+    model: nn.Module            # the whole task model (QueryModel): evaluated and stored
+    trained: nn.Module          # what the optimiser updates (the model, or its head only)
+    batch_loss: Callable
+    loader: object
+    budget: Budget
+    setup_s: float              # getting ready before the first epoch (teacher loading, feature cache)
+    teachers_s: float = 0.0     # single-task teachers' own training, reported apart
+    notes: dict = field(default_factory=dict)  # speed-ups and sources, for the report
+
+
+@dataclass
+class Setup:
+    profile: object
+    pool: Pool                  # the PoE pool: its library (Transfer, CKD) and experts (*_CKD teachers)
+    data: tuple                 # (train, test) ArrayDatasets
+    out: Path                   # where trained baselines are stored
+    budgets: dict[str, Budget]  # "network" (Scratch, SD, UHC, single-task teachers), "head" (Transfer, CKD)
+    batch_size: int
+    device: torch.device
+    amp: str
+    seed: int
+    teacher: str = "library-student"   # CKD's: "oracle" | "library-student"
+    pretrained_dir: Path | None = None  # oracle.pt for teacher "oracle"
+    head_source: str = "cache"          # Transfer/CKD: "cache" (library features stored) | "live"
+    cache_views: int = 5
+    cache_dtype: str = "float16"
+    _memo: dict = field(default_factory=dict)
+
+    # -- data ----------------------------------------------------------------------------------
+    def subset(self, query: Query, split: int):
+        key = ("subset", query.classes, split)
+        if key not in self._memo:
+            self._memo[key] = query.subset(self.data[split])
+        return self._memo[key]
+
+    def train_loader(self, query: Query):
+        return self.profile.train_loader(self.subset(query, 0), self.batch_size, self.seed)
+
+    def accuracy(self, model: nn.Module, query: Query) -> float:
+        """Top-1 over the query's N outputs on the test images of its classes."""
+        logits, labels = predict(model, self.profile.eval_loader(self.subset(query, 1)), self.device, self.amp)
+        return accuracy_pct(logits.argmax(1), labels)
+
+    # -- shared networks (loaded once) -----------------------------------------------------------
+    def library(self) -> nn.Module:
+        if "library" not in self._memo:
+            self._memo["library"] = self.pool.load_library().to(self.device, memory_format=torch.channels_last)
+        return self._memo["library"]
+
+    def library_fingerprint(self) -> str:
+        from ..preprocess import library_fingerprint  # preprocess imports the training loop too
+        if "library_fp" not in self._memo:
+            self._memo["library_fp"] = library_fingerprint(self.pool.load_library())
+        return self._memo["library_fp"]
+
+    def seeded(self, *parts):
+        """A random-number context whose seed depends only on (seed, parts): a model starts the same
+        whatever was trained before it."""
+        digest = hashlib.sha256(":".join(map(str, (self.seed, *parts))).encode()).digest()
+        torch.manual_seed(int.from_bytes(digest[:4], "little"))
+
+    def budget_meta(self, kind: str) -> dict:
+        b = self.budgets[kind]
+        return {"epochs": b.epochs, "lr": b.lr, "schedule": b.schedule, "milestones": list(b.milestones),
+                "gamma": b.gamma, "batch_size": self.batch_size}
+
+
+def signature(setup: Setup, method: str, query: Query) -> dict:
+    """What a stored model depends on: a different signature is another model (another file)."""
+    from . import METHODS
+    spec = METHODS[method]
+    sig = {"method": method, "dataset": setup.profile.name, "tasks": list(query.tasks), "seed": setup.seed,
+           "budget": setup.budget_meta(spec.budget)}
+    if spec.uses_library:
+        sig["library"] = setup.library_fingerprint()
+        sig["source"] = setup.head_source if spec.budget == "head" else "live"
+        if spec.budget == "head" and setup.head_source == "cache":
+            sig["cache"] = {"views": min(setup.cache_views, setup.budgets["head"].epochs), "dtype": setup.cache_dtype}
+    if method == "CKD":
+        sig["teacher"] = setup.teacher
+    if spec.teachers == "experts":
+        sig["experts"] = {t: _file_stamp(setup.pool.expert_path(t)) for t in query.tasks}
+    return sig
+
+
+def _file_stamp(path: Path) -> str:
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    return h[:16]
+
+
+def model_path(setup: Setup, method: str, query: Query) -> Path:
+    sig = json.dumps(signature(setup, method, query), sort_keys=True)
+    return setup.out / method / f"{query.key}-{hashlib.sha256(sig.encode()).hexdigest()[:10]}.pt"
+
+
+def obtain(setup: Setup, method: str, query: Query) -> tuple[nn.Module, dict]:
+    """The trained `method` model for `query` and its metadata: loaded when stored, else trained
+    with fit() (per-epoch test accuracy logged, never used to pick the weights: the last epoch's
+    are kept) and stored."""
+    from . import METHODS
+    path = model_path(setup, method, query)
+    if path.is_file():
+        model, meta = store.load(path, setup.profile)
+        print(f"[{method}] {query.key}: stored model {path}")
+        return model.to(setup.device), meta
+    tic = time.perf_counter()
+    plan = METHODS[method].prepare(setup, query, method)
+    resume = path.with_suffix(".resume.pt")
+    history = fit(plan.trained, plan.batch_loss, plan.loader, plan.budget, resume_path=resume,
+                  signature=signature(setup, method, query), device=setup.device, amp=setup.amp,
+                  desc=f"{method} {query.key}", history_path=path.with_suffix(".history.csv"),
+                  evaluate=lambda: {"test_top1_pct": setup.accuracy(plan.model, query)})
+    train_s = sum(h["seconds"] for h in history)
+    meta = {"budget": setup.budget_meta(METHODS[method].budget), "history": history,
+            "setup_s": round(plan.setup_s, 2), "train_s": round(train_s, 2),
+            "time_to_model_s": round(plan.setup_s + train_s, 2), "teachers_s": round(plan.teachers_s, 2),
+            "wall_s_this_process": round(time.perf_counter() - tic, 1), "notes": plan.notes,
+            "signature": signature(setup, method, query)}
+    store.save(path, plan.model, setup.profile, method, query, **meta)
+    resume.unlink(missing_ok=True)
+    return plan.model.eval(), meta
+
+
+def load_oracle(setup: Setup) -> nn.Module:
+    """CKD's teacher "oracle": the Oracle checkpoint of the pretrained DB (never trained here)."""
+    path = Path(setup.pretrained_dir or ".") / "oracle.pt"
+    if not path.is_file():
+        raise PoEError(f"no Oracle checkpoint at {path}: pass --pretrained_db, or --teacher library-student "
+                       "(the authors' published pool has no Oracle)")
+    state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, "oracle")
+    oracle = setup.profile.architecture.oracle(meta.get("config"))
+    checkpoint.load_into(oracle, state, path, "Oracle")
+    return oracle.float().to(setup.device, memory_format=torch.channels_last).eval()
