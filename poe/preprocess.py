@@ -316,7 +316,11 @@ def stored_summary(profile: Profile, pool: Pool, pretrained_dir: Path, tasks: li
     entries = pool.manifest().get("experts", {})
     experts = {t: {k: entries[t].get(k) for k in ("loss", "teacher", "budget", "metrics", "extraction", "date")}
                for t in tasks if t in entries}
-    return {"dataset": profile.name, "pool": str(pool.root), "pretrained_db": str(pretrained_dir),
+    def shown(path) -> str:  # relative to the working folder where it lies below it: results stay portable
+        path = Path(path).resolve()
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+    return {"dataset": profile.name, "pool": shown(pool.root), "pretrained_db": shown(pretrained_dir),
             "library": {k: library.get(k) for k in ("architecture", "fingerprint", "student_test_top1_pct", "source")},
             "stages": stages, "experts": experts}
 
