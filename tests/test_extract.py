@@ -44,6 +44,8 @@ def test_cached_joint_training_equals_live_training(tmp_path):
         untrained = initial_expert(profile.architecture, 3, 3, t).state_dict()  # seed 3, as preprocessor()
         assert (live[t]["fc.weight"] - untrained["fc.weight"]).abs().max() > 1e-3  # the experts did train
     meta = torch.load(cached_pool.expert_path("disks"), weights_only=True)["meta"]
+    wall = meta["extraction"].pop("wall_s")
+    assert set(wall) == {"cache_this_process_s", "training_and_scoring_this_process_s"}
     assert meta["extraction"] == {"source": "cache", "views": 2, "cache_dtype": "float32", "joint_experts": 2,
                                   "layout": "separate"}
     assert torch.load(grouped_pool.expert_path("disks"), weights_only=True)["meta"]["extraction"]["layout"] == "grouped"
