@@ -21,8 +21,8 @@ ARCHITECTURE = WRNArchitecture(oracle=WRNConfig(40, 4), student=WRNConfig(16, 1)
                                num_classes=100)
 
 # --budget cpu: the whole preprocessing in about 1.5 hours on a 2-core CPU with bf16 (measured in
-# results/pipeline_cifar100.md). A WRN-16-4 Oracle trains about 3x more images per second than WRN-40-4
-# here (bf16, channels-last, measured side by side) and halves the student's distillation cost, so in the same hour
+# results/pipeline_cifar100.md). A WRN-16-4 Oracle trains 5x more images per second than WRN-40-4 here
+# (bf16, channels-last, bench/p5_oracle_choice.py) and halves the student's distillation cost, so in the same hour
 # it sees several times more epochs, which matters more than depth at so short a budget. The library
 # stays WRN-16-1's front so that the pool has the authors' shape. Oracle and student: batch 128 (4x the
 # SGD steps of 512 in a short run), cosine schedule; experts keep the paper's loss, batch and schedule
