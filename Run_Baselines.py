@@ -19,7 +19,6 @@ combination, or a seeded sample of --queries per n(Q)).
         --queriedTask canine feline --epochs_network 1 --epochs_head 1     # a smoke test
 """
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -32,10 +31,10 @@ import torch
 from poe.baselines import METHODS, report, study
 from poe.baselines.query import study_queries
 from poe.baselines.training import Setup
-from poe.cli import add_common_args, profile_from_args, run, setup_torch
+from poe.cli import add_common_args, profile_from_args, run, setup_torch, write_report_files
 from poe.errors import PoEError
 from poe.feature_cache import CACHE_DTYPES
-from poe.pool import Pool, atomic_write_text
+from poe.pool import Pool
 from poe.preprocess import PROJECT_ROOT, default_pool_dir, default_pretrained_dir
 from poe.table6 import SIZES
 from poe.train import pick_amp, pick_device
@@ -190,16 +189,7 @@ def main(argv=None) -> None:
            "wall_s": round(time.perf_counter() - tic, 1)}
     text = report.markdown(doc)
     print(text)
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
-        print(f"json          : {args.json}")
-    plot_path = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    if plot_path:
-        print(report.plot(doc, Path(plot_path)))
-    if args.markdown:
-        atomic_write_text(Path(args.markdown), text)
-        print(f"markdown      : {args.markdown}")
-
+    write_report_files(args, doc, text, report.plot)
 
 if __name__ == "__main__":
     raise SystemExit(run(main))

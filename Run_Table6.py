@@ -16,16 +16,16 @@ pools only, in our layout or the authors' published one.
         --db ../shared/reference/poe-authors/CIFAR100 --label "authors' L_soft + L_scale"
 """
 import argparse
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from poe import table6
-from poe.cli import add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch
+from poe.cli import (add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch,
+                     write_report_files)
 from poe.errors import PoEError
-from poe.pool import Pool, atomic_write_text
+from poe.pool import Pool
 from poe.preprocess import default_pool_dir, default_pretrained_dir
 from poe.train import pick_amp, pick_device
 
@@ -137,18 +137,9 @@ def main(argv=None) -> None:
     table = table6.markdown(doc)
     print(table)
 
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
-        print(f"json          : {args.json}")
-    plot_path = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    if plot_path:
-        print(table6.plot(doc, Path(plot_path)))
-    if args.markdown:
-        text = (f"# Table 6, {profile.title}: cross-expert errors\n\n{table}\n"
-                f"Command: `{command}`\n\nSettings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "\n")
-        atomic_write_text(Path(args.markdown), text)
-        print(f"markdown      : {args.markdown}")
-
+    text = (f"# Table 6, {profile.title}: cross-expert errors\n\n{table}\n"
+            f"Command: `{command}`\n\nSettings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "\n")
+    write_report_files(args, doc, text, table6.plot)
 
 if __name__ == "__main__":
     raise SystemExit(run(main))

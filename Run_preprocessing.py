@@ -21,17 +21,16 @@ again.
 """
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 import time
-from pathlib import Path
 
-from poe.cli import add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch
+from poe.cli import (add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch,
+                     write_report_files)
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.history import plot_stages
-from poe.pool import Pool, atomic_write_text
+from poe.pool import Pool
 from poe.preprocess import (Preprocessor, default_pool_dir, default_pretrained_dir, stored_summary,
                             summary_lines, summary_markdown)
 from poe.train import pick_amp, pick_device
@@ -159,18 +158,16 @@ def main(argv=None) -> None:
 def write_reports(args, summary: dict, command: str, seconds: float, device, amp) -> None:
     doc = {"command": command, "budget": args.budget, "device": str(device), "amp": amp,
            "this_run_s": round(seconds, 1), **summary}
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
-        histories = {name.replace("_", " "): s["history"] for name, s in summary["stages"].items() if s.get("history")}
-        plotted = histories and plot_stages(histories, Path(args.json).with_suffix(".png"),
-                                            f"{args.dataset}, budget {args.budget}")
-        print(f"json          : {args.json}" + (f" (+ {Path(args.json).with_suffix('.png')})" if plotted else ""))
-    if args.markdown:
-        text = (f"# Preprocessing, {args.dataset}, budget {args.budget}\n\n{summary_markdown(summary)}\n"
-                f"Command: `{command}` (device {device}, amp {amp}; this run {seconds / 60:.1f} min)\n")
-        atomic_write_text(Path(args.markdown), text)
-        print(f"markdown      : {args.markdown}")
+    text = (f"# Preprocessing, {args.dataset}, budget {args.budget}\n\n{summary_markdown(summary)}\n"
+            f"Command: `{command}` (device {device}, amp {amp}; this run {seconds / 60:.1f} min)\n")
+    histories = {name.replace("_", " "): s["history"] for name, s in summary["stages"].items() if s.get("history")}
 
+    def plot(doc, path):  # the stages' curves side by side
+        if histories and plot_stages(histories, path, f"{args.dataset}, budget {args.budget}"):
+            return f"plot          : {path}"
+        return "plot          : none (no stage history, or matplotlib missing)"
+
+    write_report_files(args, doc, text, plot)
 
 if __name__ == "__main__":
     raise SystemExit(run(main))

@@ -95,3 +95,23 @@ def run(main, argv=None) -> int:
         print("interrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)
         return 130
     return 0
+
+
+def write_report_files(args, doc: dict, markdown: str, plot=None) -> None:
+    """A study's --json (and the --plot PNG, by default beside it) and --markdown outputs, each
+    written atomically (Run_Table6.py, Run_Baselines.py). `plot(doc, path)` returns a line to print."""
+    import json
+    from pathlib import Path
+
+    from .pool import atomic_write_text
+
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
+        print(f"json          : {args.json}")
+    plot_path = getattr(args, "plot", None) or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot is not None and plot_path:
+        print(plot(doc, Path(plot_path)))
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), markdown)
+        print(f"markdown      : {args.markdown}")
+

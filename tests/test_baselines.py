@@ -9,6 +9,7 @@ import torch
 
 import Run_Baselines
 import poe.train
+from conftest import shrink_demo
 from Demo import PROFILE as DEMO
 from poe.baselines import METHODS
 from poe.baselines.model import load as load_baseline
@@ -112,11 +113,7 @@ def small_demo(monkeypatch):
     """The demo with a sixth of its images (480 to train, 160 to test), so that the study is quick; no
     per-epoch history files (one plot per epoch of ~20 trainings would cost more than the training)."""
     monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)
-    generator = torch.Generator().manual_seed(0)
-    train, test = (ArrayDataset(d.images[keep], d.labels[keep]) for d in DEMO.load()
-                   for keep in [torch.randperm(len(d), generator=generator)[:len(d) // 6]])
-    monkeypatch.setattr(DEMO, "load", lambda data_root=None, download=False: (train, test))
-    return DEMO
+    return shrink_demo(monkeypatch)
 
 
 @pytest.fixture

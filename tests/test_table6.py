@@ -7,11 +7,10 @@ import torch
 
 import Run_Service
 import Run_Table6
-from conftest import shared_path
+from conftest import shared_path, shrink_demo
 from Demo import PROFILE as DEMO
 from poe import table6
 from poe.cli import run
-from poe.data import ArrayDataset
 from poe.errors import PoEError
 from poe.evaluate import score_all_combinations, score_combination
 from poe.metrics import error_breakdown
@@ -119,12 +118,8 @@ def test_plot_is_written_and_readable(tmp_path):
 # -- the tool end to end on the demo: three pools, reused on the next run, then evaluation mode ------
 @pytest.fixture
 def small_demo(monkeypatch):
-    """The demo with a sixth of its images (480 to train, 160 to test) so that the test is quick."""
-    generator = torch.Generator().manual_seed(0)
-    train, test = (ArrayDataset(d.images[keep], d.labels[keep]) for d in DEMO.load()
-                   for keep in [torch.randperm(len(d), generator=generator)[:len(d) // 6]])
-    monkeypatch.setattr(DEMO, "load", lambda data_root=None, download=False: (train, test))
-    return DEMO
+    """The demo with a sixth of its images, so that the test is quick."""
+    return shrink_demo(monkeypatch)
 
 
 @pytest.fixture
