@@ -4,11 +4,62 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import torch
 
+from . import distributed
 from .errors import PoEError
 from .profiles import REGISTRY, get_profile
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one `error: ...` line for a bad flag (not the usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (epochs, batch size, threads, views)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def check_writable(path, flag: str, *, folder: bool = False) -> None:
+    """Fail before any work when an output (`folder`: a folder to create or fill) cannot be written
+    there: one clear line instead of a traceback after hours of training."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists():
+        if folder != path.is_dir():
+            raise PoEError(f"{flag} {path}: is {'not ' if folder else ''}a folder")
+        target = path if folder else path.parent
+    else:
+        target = path.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise PoEError(f"{flag} {path}: {target} is a file, not a folder")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise PoEError(f"{flag} {path}: cannot write in {target} (permission denied)")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +76,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", default=None, choices=["auto", "none", "bf16"],
                         help="bf16 autocast: 'auto' uses it where the hardware is fast at it; default: the "
                              "profile's (none for the paper's datasets, auto for demo)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--task_file", "--task-file", default=None, metavar="PATH",
                         help="your own primitive tasks, added to the dataset's and made the default tasks: JSON "
                              "{\"task\": [class, ...]} or lines 'task: class, class' (class = id, name or wnid)")
@@ -41,7 +92,7 @@ def add_feature_cache_args(parser: argparse.ArgumentParser, *, joint: str, db: s
                         help="cache (default): compute the library's features and the teacher's logits once per "
                              f"augmented view of the training set, store them, and train {joint} jointly from them "
                              "(poe/extract.py); live: recompute both every batch, as the paper's code does")
-    parser.add_argument("--cache_views", "--cache-views", type=int, default=None, metavar="V",
+    parser.add_argument("--cache_views", "--cache-views", type=positive_int, default=None, metavar="V",
                         help=f"augmented views of the training set to cache (default: the profile's, {DEFAULT_VIEWS}; "
                              "imagenet 1; capped at the expert epochs); epoch e reads view e mod V. Disk per view: "
                              "images x library features x 2 bytes + logits, e.g. CIFAR-100 50,000x32x16x16x2 B + "
@@ -69,6 +120,12 @@ def setup_torch(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def add_no_wait_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", "--no_wait", dest="wait", action="store_false",
+                        help="if another run is writing the same pool, stop at once with one error line instead "
+                             "of waiting for it (see poe/lock.py)")
+
+
 def run(main, argv=None) -> int:
     """Call main(argv); a PoEError becomes `error: ...` on stderr and exit status 2."""
     try:
@@ -82,4 +139,6 @@ def run(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)
         return 130
+    finally:
+        distributed.cleanup()  # leave torchrun's process group, if this process joined one
     return 0
