@@ -6,9 +6,10 @@ averaged gradient is the global batch's gradient. The one thing that differs is 
 normalises with the statistics of its part of the batch (no SyncBatchNorm on CPU). So the 2-process
 run is compared with the single-process run of the same global batch whose BatchNorm layers see the
 same parts (`per_rank_batchnorm_loss`: the batch is split as the ranks split it, the parts' losses
-weighted by their shares): that must agree to float rounding (the order of gradient summation;
-atol 1e-5 after 6 SGD steps, weights ~1e-1). How far per-rank BatchNorm statistics move the weights
-from the plain single-process run is measured and bounded too.
+weighted by their shares): that must agree to float rounding (atol 1e-5 after 6 SGD steps, weights
+~1e-1; measured: bitwise equal when both use one thread; a different thread count changes the
+order of float sums and, through 6 steps, the weights by up to 1e-3). Against the plain
+single-process run the epoch losses are compared.
 """
 import subprocess
 import sys
@@ -91,22 +92,21 @@ def test_two_processes_train_the_single_process_model(two_processes, tmp_path):
     same_hist = ddp_worker.train_oracle(profile, same_parts, ddp_worker.BUDGET, tmp_path / "a.pt",
                                         loss=per_rank_batchnorm_loss(2))
     plain = ddp_worker.initial_oracle(profile)
-    ddp_worker.train_oracle(profile, plain, ddp_worker.BUDGET, tmp_path / "b.pt")
-    start = ddp_worker.initial_oracle(profile).state_dict()
+    plain_hist = ddp_worker.train_oracle(profile, plain, ddp_worker.BUDGET, tmp_path / "b.pt")
     torch.set_num_threads(2)
-    print("max |weight change|", max_diff(plain.state_dict(), start, params),
-          "2 processes vs same parts", max_diff(ddp["oracle"], same_parts.state_dict(), params),
-          "vs plain", max_diff(ddp["oracle"], plain.state_dict(), params))
 
-    # The 2-process run is the single-process run with the same global batches, to float rounding.
+    # The 2-process run is the single-process run with the same global batches, to float rounding
+    # (measured: bitwise equal at the same thread count).
     assert max_diff(ddp["oracle"], same_parts.state_dict(), params) < 1e-5
     for mine, theirs in zip(ddp["history"], same_hist):
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)  # losses all-reduced over the batch
         assert mine["images_per_s"] > 0
-    # BatchNorm statistics of 32 instead of 64 images per step move the weights much less than
-    # training does: measured 2-4 % of the update here.
-    step = max_diff(plain.state_dict(), start, params)
-    assert max_diff(ddp["oracle"], plain.state_dict(), params) < 0.1 * step
+    # Against the plain single-process run, per-rank BatchNorm statistics (32 instead of 64 images)
+    # are the whole difference: the epoch losses agree within 0.04-0.11 % (measured); 0.5 % allows
+    # for other machines' float sums. (The weights after these 6 steps from a random start differ
+    # by about as much as they moved: max |diff| 0.017 vs max |change| 0.019, measured.)
+    for mine, theirs in zip(ddp["history"], plain_hist):
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=5e-3)
 
 
 def test_distributed_resume_gives_the_uninterrupted_weights(two_processes):
