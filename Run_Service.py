@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from poe.cli import add_common_args, profile_from_args, run, setup_torch
+from poe.cli import ArgumentParser, add_common_args, check_writable, profile_from_args, run, setup_torch
 from poe.errors import PoEError
 from poe.pool import Pool, atomic_write_text
 from poe.preprocess import default_pool_dir
@@ -27,7 +27,7 @@ from poe.train import pick_amp, pick_device
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--queriedTask", "--queried-task", dest="queried", nargs="*", default=None, metavar="TASK",
@@ -94,6 +94,8 @@ def main(argv=None) -> None:
     if args.queried is None:
         raise PoEError("name the query with --queriedTask TASK [TASK ...] (see --list)")
     tasks = profile.resolve_tasks(args.queried, "--queriedTask")
+    check_writable(args.json, "--json")
+    check_writable(args.export, "--export")
     device = pick_device(args.device)
     amp = pick_amp(args.amp or profile.amp_default, device)
     test = profile.load(args.data_root, False)[1] if args.evaluate else None  # fail early on missing data

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from poe import table6
-from poe.cli import (add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch,
-                     write_report_files)
+from poe import distributed, lock
+from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, check_writable,
+                     positive_float, positive_int, profile_from_args, run, setup_torch, write_report_files)
 from poe.errors import PoEError
 from poe.pool import Pool
 from poe.preprocess import default_pool_dir, default_pretrained_dir
@@ -45,7 +46,7 @@ class PoolsAction(argparse.Action):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 conflict_handler="resolve")  # --db is repeatable here
     add_common_args(p)
@@ -67,7 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder holding oracle.pt; default DB_pretrained/<dataset>")
     p.add_argument("--epochs_expert", type=positive_int, default=None,
                    help="expert epochs, at least 1 (LR milestones scale with it); default: the profile's (paper: 100)")
-    p.add_argument("--lr_expert", type=float, default=None, help="expert learning rate; default: the profile's")
+    p.add_argument("--lr_expert", type=positive_float, default=None, help="expert learning rate; default: the profile's")
     p.add_argument("--batch_size", "--batch-size", type=positive_int, default=None,
                    help="images per batch, at least 1; default: the profile's (paper: 512)")
     add_feature_cache_args(p, joint="the experts of all three pools", db="OUT_DB")
@@ -80,6 +81,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="PNG plot; default: beside --json, with .png")
     p.add_argument("--markdown", default=None, metavar="PATH",
                    help="write the table with the command, budget and wall time as a Markdown file")
+    add_no_wait_arg(p)
     return p
 
 
@@ -92,7 +94,13 @@ def main(argv=None) -> None:
         args.tasks = list(profile.hierarchy)
     tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
     table6.sizes_for(len(tasks))
-    device = pick_device(args.device)
+    plot_path = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    for flag, path in (("--json", args.json), ("--plot", plot_path), ("--markdown", args.markdown)):
+        check_writable(path, flag)
+    if not args.db:
+        check_writable(args.out_db or table6.default_root(profile), "--out_db", folder=True)
+        check_writable(args.cache_dir, "--cache_dir", folder=True)
+    device = distributed.setup(pick_device(args.device))  # training under torchrun: experts divided among ranks
     amp = pick_amp(args.amp or profile.amp_default, device)
     tic = time.perf_counter()
     settings = {"device": str(device), "amp": amp}
@@ -114,12 +122,13 @@ def main(argv=None) -> None:
         print(f"Table 6, {profile.title}: three pools in {root}, library from {source.root}, teacher {args.teacher}, "
               f"expert epochs {budget.epochs} (lr {budget.lr}, milestones {list(budget.milestones)}), "
               f"batch {batch_size}, device {device}, amp {amp}")
-        pools_by_variant = table6.prepare_pools(
-            profile, root, tasks, library_source=source, teacher=args.teacher,
-            pretrained_dir=Path(args.pretrained_db or default_pretrained_dir(profile)), data_root=args.data_root,
-            download=args.download, batch_size=batch_size, expert_budget=budget, device=device, amp=amp,
-            seed=args.seed, force=args.force, expert_source=args.expert_source, cache_views=args.cache_views,
-            cache_dir=args.cache_dir, cache_dtype=args.cache_dtype)
+        with lock.writing([root / v for v in table6.VARIANTS], wait=args.wait):  # one writer per pool
+            pools_by_variant = table6.prepare_pools(
+                profile, root, tasks, library_source=source, teacher=args.teacher,
+                pretrained_dir=Path(args.pretrained_db or default_pretrained_dir(profile)), data_root=args.data_root,
+                download=args.download, batch_size=batch_size, expert_budget=budget, device=device, amp=amp,
+                seed=args.seed, force=args.force, expert_source=args.expert_source, cache_views=args.cache_views,
+                cache_dir=args.cache_dir, cache_dtype=args.cache_dtype)
         pools = [(table6.VARIANT_LABELS[v], pool) for v, pool in pools_by_variant.items()]
         extraction = {"expert_source": args.expert_source}
         if args.expert_source == "cache":
@@ -130,6 +139,8 @@ def main(argv=None) -> None:
                         lr_expert=budget.lr, milestones=list(budget.milestones), batch_size=batch_size,
                         seed=args.seed, train_seconds=round(time.perf_counter() - tic, 1))
 
+    if not distributed.world().is_main:
+        return  # the evaluation and the report are rank 0's
     test = profile.load(args.data_root, args.download)[1]
     rows = [table6.evaluate_pool(pool, tasks, test, label=label, device=device, amp=amp) for label, pool in pools]
     settings["total_seconds"] = round(time.perf_counter() - tic, 1)

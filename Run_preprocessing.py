@@ -18,15 +18,18 @@ again.
     python Run_preprocessing.py --dataset cifar100 --data_root DIR --task_file my_tasks.txt  # your own tasks
     python Run_preprocessing.py --dataset cifar100 --data_root DIR --expert_source live   # experts the paper's
                                      # way: library and teacher recomputed every batch (default: feature cache)
+    torchrun --standalone --nproc_per_node 2 Run_preprocessing.py --dataset demo    # 2 processes (DDP, see README)
 """
 import argparse
 import dataclasses
 import shlex
 import sys
 import time
+from pathlib import Path
 
-from poe.cli import (add_common_args, add_feature_cache_args, positive_int, profile_from_args, run, setup_torch,
-                     write_report_files)
+from poe import distributed, lock
+from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, check_writable,
+                     positive_float, positive_int, profile_from_args, run, setup_torch, write_report_files)
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.history import plot_stages
@@ -39,7 +42,7 @@ STAGES = ("oracle", "library", "experts")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--pretrained_db", "--pretrained-db", default=None,
@@ -68,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     for stage in ("oracle", "library", "expert"):
         p.add_argument(f"--epochs_{stage}", type=positive_int, default=None,
                        help=f"{stage} epochs, at least 1 (LR milestones scale with it); default: the profile's")
-        p.add_argument(f"--lr_{stage}", type=float, default=None, help=f"{stage} learning rate; default: the profile's")
+        p.add_argument(f"--lr_{stage}", type=positive_float, default=None, help=f"{stage} learning rate; default: the profile's")
     p.add_argument("--force", nargs="+", default=[], choices=STAGES,
                    help="rebuild these stages even if the DB has them")
     p.add_argument("--seed", type=int, default=0)
@@ -77,6 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "scores, per-epoch history) as JSON, and a plot of the stages' curves beside it (.png)")
     p.add_argument("--markdown", default=None, metavar="PATH",
                    help="the same as a Markdown table, with the command")
+    add_no_wait_arg(p)
     return p
 
 
@@ -113,17 +117,32 @@ def main(argv=None) -> None:
         raise PoEError("--batch_size must be positive")
     if args.batch_size:  # one batch for every stage, whatever the budget's
         budgets = {stage: dataclasses.replace(b, batch_size=None) for stage, b in budgets.items()}
-    device = pick_device(args.device)
-    amp = pick_amp(args.amp or profile.amp_default, device)
     pool = Pool(args.db or default_pool_dir(profile), profile)
     pool._writable()
-    pre = Preprocessor(profile, pool, args.pretrained_db or default_pretrained_dir(profile),
+    pretrained_dir = Path(args.pretrained_db or default_pretrained_dir(profile))
+    for flag, folder in (("--db", pool.root), ("--pretrained_db", pretrained_dir), ("--cache_dir", args.cache_dir)):
+        check_writable(folder, flag, folder=True)
+    for flag in ("--json", "--markdown"):
+        check_writable(getattr(args, flag[2:]), flag)
+    device = distributed.setup(pick_device(args.device))  # joins torchrun's processes, if started by it
+    amp = pick_amp(args.amp or profile.amp_default, device)
+    # One writer per pool: a second run on the same pool (or pretrained folder) waits for this one.
+    with lock.writing([pool.root, pretrained_dir], wait=args.wait):
+        build(args, profile, tasks, pool, pretrained_dir, batch_size, budgets, weights, device, amp)
+    if args.json or args.markdown:
+        summary = stored_summary(profile, pool, pretrained_dir, tasks)
+        distributed.main_writes(lambda: write_reports(args, summary, command, time.perf_counter() - tic, device, amp))
+
+
+def build(args, profile, tasks, pool, pretrained_dir, batch_size, budgets, weights, device, amp) -> None:
+    pre = Preprocessor(profile, pool, pretrained_dir,
                        data_root=args.data_root, download=args.download, batch_size=batch_size,
                        budgets=budgets, device=device, amp=amp, seed=args.seed, weights=weights,
                        expert_source=args.expert_source, cache_views=args.cache_views, cache_dir=args.cache_dir,
                        cache_dtype=args.cache_dtype)
+    world = distributed.world()
     print(f"PoE preprocessing: {profile.title}, budget {args.budget}, device {device}, amp {amp}, "
-          f"pool {pool.root}")
+          f"pool {pool.root}" + (f", {world.size} processes" if world.size > 1 else ""))
 
     oracle_cache = {}
 
@@ -148,11 +167,9 @@ def main(argv=None) -> None:
         print(f"[experts] already in the pool: {', '.join(done)}")
     if todo:
         pre.experts(todo, args.expert_loss, args.teacher, oracle)
+    distributed.barrier()  # every rank's experts saved
     print(f"pool ready: {pool.root} ({len(pool.experts_available())} experts)")
-    summary = stored_summary(profile, pool, pre.pretrained_dir, tasks)
-    print("\n".join(summary_lines(summary)))
-    if args.json or args.markdown:
-        write_reports(args, summary, command, time.perf_counter() - tic, device, amp)
+    print("\n".join(summary_lines(stored_summary(profile, pool, pre.pretrained_dir, tasks))))
 
 
 def write_reports(args, summary: dict, command: str, seconds: float, device, amp) -> None:

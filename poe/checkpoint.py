@@ -22,14 +22,19 @@ FORMAT = "poe"
 def atomic_save(obj, path: str | Path) -> None:
     """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise PoEError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, PoEError):  # disk full, gone folder
+            raise PoEError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
         raise
 
 

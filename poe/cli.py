@@ -4,11 +4,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import torch
 
+from . import distributed
 from .errors import PoEError
 from .profiles import REGISTRY, get_profile
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one `error: ...` line for a bad flag (not the usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -21,6 +30,37 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r} (leave the flag out for the default)")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def check_writable(path, flag: str, *, folder: bool = False) -> None:
+    """Fail before any work when an output (`folder`: a folder to create or fill) cannot be written
+    there: one clear line instead of a traceback after hours of training."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists():
+        if folder != path.is_dir():
+            raise PoEError(f"{flag} {path}: is {'not ' if folder else ''}a folder")
+        target = path if folder else path.parent
+    else:
+        target = path.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise PoEError(f"{flag} {path}: {target} is a file, not a folder")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise PoEError(f"{flag} {path}: cannot write in {target} (permission denied)")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +121,12 @@ def setup_torch(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def add_no_wait_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", "--no_wait", dest="wait", action="store_false",
+                        help="if another run is writing the same pool, stop at once with one error line instead "
+                             "of waiting for it (see poe/lock.py)")
+
+
 def run(main, argv=None) -> int:
     """Call main(argv); a PoEError becomes `error: ...` on stderr and exit status 2."""
     try:
@@ -94,6 +140,8 @@ def run(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)
         return 130
+    finally:
+        distributed.cleanup()  # leave torchrun's process group, if this process joined one
     return 0
 
 

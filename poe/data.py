@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .distributed import ALONE, World, shard
 from .errors import PoEError
 
 
@@ -49,11 +50,22 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator)
 
     Same as torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip on each image.
     """
-    b, _, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
+    return crop_flip(images, pad, draw_crop_flip(len(images), pad, generator))
+
+
+def draw_crop_flip(b: int, pad: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The random part of random_crop_flip for b images: (dy, dx, flip), each (b,)."""
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     flip = torch.rand(b, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def crop_flip(images: torch.Tensor, pad: int, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Apply drawn (dy, dx, flip) to (B, C, H, W) images."""
+    dy, dx, flip = params
+    b, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
     cols = torch.arange(w)
     cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # (B, W)
     rows = torch.arange(h) + dy[:, None]  # (B, H)
@@ -66,19 +78,26 @@ class ArrayLoader:
     """Batches of (normalised float images, labels) from an ArrayDataset.
 
     Shuffling and augmentation draw from a generator seeded by (seed, epoch), so an epoch is
-    the same whether a run was interrupted and resumed or not.
+    the same whether a run was interrupted and resumed or not. With `world` (several processes
+    training one model, poe.distributed) every process draws the whole epoch's order and every
+    global batch's crops and flips, and keeps its own contiguous part of each global batch: the
+    parts joined in rank order are exactly the one-process batch. A last batch with fewer images
+    than processes is left out (a process may not train on nothing).
     """
 
     def __init__(self, data: ArrayDataset, batch_size: int, mean, std, *, train: bool,
-                 pad: int = 4, seed: int = 0):
+                 pad: int = 4, seed: int = 0, world: World = ALONE):
         self.data, self.batch_size, self.mean, self.std = data, batch_size, mean, std
-        self.train, self.pad, self.seed, self.epoch = train, pad, seed, 0
+        self.train, self.pad, self.seed, self.epoch, self.world = train, pad, seed, 0, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.data) + self.batch_size - 1) // self.batch_size
+        n = len(self.data)
+        if self.world.size > 1 and 0 < n % self.batch_size < self.world.size:
+            return n // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         gen = epoch_generator(self.seed, self.epoch)
@@ -86,9 +105,14 @@ class ArrayLoader:
         order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
+            if len(idx) < self.world.size:
+                break
+            params = draw_crop_flip(len(idx), self.pad, gen) if self.train else None
+            part = shard(len(idx), self.world)
+            idx = idx[part]
             images = self.data.images[idx]
             if self.train:
-                images = random_crop_flip(images, self.pad, gen)
+                images = crop_flip(images, self.pad, tuple(p[part] for p in params))
             yield normalize(images, self.mean, self.std), self.data.labels[idx]
 
 

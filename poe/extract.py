@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from . import distributed
 from .errors import PoEError
 from .feature_cache import CACHE_DTYPES, CachedLoader, FeatureCache, bytes_per_view, data_fingerprint
 from .losses import EXPERT_LOSSES, ExpertLoss
@@ -96,20 +97,26 @@ def cache_key(pre, library_fp: str, teacher_kind: str, teacher_fp: str, dtype: s
 
 
 def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, views: int, cache_dir, dtype: str):
-    """The first `views` views of the training set in the cache (computed where missing)."""
+    """The first `views` views of the training set in the cache (computed where missing). Under
+    torchrun the missing views are divided among the ranks (view k by rank k mod size); then every
+    rank reads all of them."""
     cache = FeatureCache(cache_dir, key)
     train = pre.data[0]
-    out = []
-    missing = sum(not cache.has_view(pre.seed, k) for k in range(views))
-    for k in range(views):
+    world = distributed.world()
+    missing = distributed.broadcast([k for k in range(views) if not cache.has_view(pre.seed, k)])  # rank 0's list
+    todo = distributed.mine(missing, world)
+    missing = len(todo)
+    for k in todo:
         loader = pre.train_loader("expert")
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(k)  # view k = the live loader's epoch k: same order, crops and flips
-        building = not cache.has_view(pre.seed, k)
         with frozen(library, teacher):
-            out.append(cache.ensure(pre.seed, k, loader, library, teacher, teacher_from_features, device=pre.device,
-                                    amp=pre.amp, dtype=dtype, num_images=len(train), views_to_build=missing))
-        missing -= building
+            cache.ensure(pre.seed, k, loader, library, teacher, teacher_from_features, device=pre.device,
+                         amp=pre.amp, dtype=dtype, num_images=len(train), views_to_build=missing)
+        missing -= 1
+    distributed.barrier()  # every view written before anyone reads them
+    out = [cache.ensure(pre.seed, k, None, None, None, False, device=pre.device, dtype=dtype, num_images=len(train))
+           for k in range(views)]
     size = sum(bytes_per_view(len(v), v.meta["feature_shape"], v.meta["num_classes"], dtype) for v in out)
     print(f"[experts] feature cache: {views} view(s), {size / 1e9:.2f} GB in {cache.folder} "
           f"(reused while library and teacher are unchanged; delete it to free the space)")
@@ -119,9 +126,11 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
 def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *, views: int = DEFAULT_VIEWS,
                      cache_dir: str | Path, cache_dtype: str = "float16",
                      layout: str = "auto") -> dict[tuple[str, str], float]:
-    """Train every member jointly over the cached views; save each into its pool.
+    """Train every member jointly over the cached views; save each into its pool. Under torchrun the
+    members are divided among the ranks (the cache's views too, see build_views): each rank trains
+    its share jointly and saves those experts; the pools' manifests are updated under their lock.
 
-    Returns {(kind, task): accuracy on the test images of the task's classes}."""
+    Returns {(kind, task): accuracy on the test images of the task's classes}, of all members."""
     from .preprocess import library_fingerprint  # preprocess imports this module
 
     if not members:
@@ -133,7 +142,7 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     for m in members:
         if m.kind not in EXPERT_LOSSES:
             raise PoEError(f"unknown expert loss {m.kind!r}; choose from {', '.join(EXPERT_LOSSES)}")
-    arch, hierarchy, budget = pre.profile.architecture, pre.profile.hierarchy, pre.budgets["expert"]
+    budget = pre.budgets["expert"]
     library = pre.pool.load_library().to(pre.device)
     fingerprint = library_fingerprint(library)
     for pool in {m.pool.root: m.pool for m in members}.values():
@@ -150,7 +159,23 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     cached = build_views(pre, library, teacher, from_features, key, views, cache_dir, cache_dtype)
     cache_s = time.perf_counter() - tic
     del teacher  # not needed any more: training reads the cache
+    world = distributed.world()
+    mine = distributed.mine(members, world)
+    scores = _train_members(pre, mine, cached, teacher_kind, library, fingerprint, views, cache_dtype, layout,
+                            world, tic, cache_s) if mine else {}
+    everyone = {key: acc for part in distributed.gather(scores) for key, acc in part.items()}
+    for m in members:
+        if (m.kind, m.task) not in scores:  # trained by another rank, which prints nothing itself
+            print(f"[experts] {m.kind} {m.task}: {everyone[(m.kind, m.task)]:.2f}% on its own classes -> "
+                  f"{m.pool.expert_path(m.task)} (another process)")
+    return everyone
 
+
+def _train_members(pre, members, cached, teacher_kind, library, fingerprint, views, cache_dtype, layout, world,
+                   tic, cache_s) -> dict[tuple[str, str], float]:
+    from .preprocess import rank_suffix
+
+    arch, hierarchy, budget = pre.profile.architecture, pre.profile.hierarchy, pre.budgets["expert"]
     experts = [initial_expert(arch, len(hierarchy[m.task]), pre.seed, m.task) for m in members]
     joint = JointExperts(experts, layout, pre.device)
     columns = [torch.tensor(hierarchy[m.task], device=pre.device) for m in members]
@@ -163,12 +188,13 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
         return {name: losses[m.kind](out, teacher_logits[:, cols])
                 for name, m, out, cols in zip(names, members, outputs, columns)}
 
-    resume = members[0].pool.root / "experts.cache.resume.pt"
+    resume = members[0].pool.root / f"experts.cache{rank_suffix(world)}.resume.pt"
     signature = pre._signature("expert", members=names, teacher=teacher_kind, library=fingerprint, source="cache",
                                views=views, cache_dtype=cache_dtype, layout=joint.layout)
     history = fit(joint, batch_loss, CachedLoader(cached, pre.stage_batch_size("expert"), pre.seed), budget, resume_path=resume,
                   signature=signature, device=pre.device, amp=pre.amp,
-                  desc=f"{len(members)} experts (cached, joint)", history_path=resume.parent / "experts.history.csv")
+                  desc=f"{len(members)} experts (cached, joint)",
+                  history_path=resume.parent / f"experts{rank_suffix(world)}.history.csv")
 
     trained = joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members])
     scores = {}

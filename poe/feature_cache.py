@@ -139,7 +139,7 @@ class FeatureCache:
         library.eval()
         teacher.eval()
         features = logits = None
-        tmp = {name: folder / f".{name}.bin.tmp" for name in ("features", "logits")}
+        tmp = {name: folder / f".{name}.bin.{os.getpid()}.tmp" for name in ("features", "logits")}  # one per builder
         row, tic = 0, time.perf_counter()
         try:
             for x, _ in tqdm(loader, desc=desc, leave=False):

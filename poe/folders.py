@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import ArrayDataset, epoch_generator, normalize
+from .distributed import ALONE, World, shard
 from .errors import PoEError
 from .profiles import Profile
 
@@ -189,25 +190,40 @@ class FolderLoader:
 
     Shuffling and the workers' augmentation seeds come from (seed, epoch), so with the same
     number of workers an epoch is the same whether the run was resumed or not. Images travel
-    from the workers as uint8 and are normalised per batch (4× less inter-process traffic)."""
+    from the workers as uint8 and are normalised per batch (4× less inter-process traffic).
+    With `world` (several processes, poe.distributed) each process reads its contiguous part of
+    every global batch of the (seed, epoch) order; crops and flips are drawn by each process's
+    workers (seeded by seed, epoch and rank), so they match a single process only in distribution."""
 
     def __init__(self, data: FolderDataset, batch_size: int, transform, mean, std, *, shuffle: bool,
-                 seed: int = 0, workers: int = 0):
+                 seed: int = 0, workers: int = 0, world: World = ALONE):
         self.data, self.batch_size, self.transform = data, batch_size, transform
         self.mean, self.std, self.shuffle, self.seed, self.workers = mean, std, shuffle, seed, workers
-        self.epoch = 0
+        self.epoch, self.world = 0, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.data) + self.batch_size - 1) // self.batch_size
+        return len(self._shards()) if self.world.size > 1 else (len(self.data) + self.batch_size - 1) // self.batch_size
+
+    def _shards(self) -> list[list[int]]:
+        """This process's part of every global batch (a last batch smaller than the world is left out)."""
+        n = len(self.data)
+        order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(n)
+        batches = [order[s:s + self.batch_size] for s in range(0, n, self.batch_size)]
+        return [b[shard(len(b), self.world)].tolist() for b in batches if len(b) >= self.world.size]
 
     def __iter__(self):
-        loader = torch.utils.data.DataLoader(
-            _Transformed(self.data, self.transform), batch_size=self.batch_size, shuffle=self.shuffle,
-            num_workers=self.workers, pin_memory=torch.cuda.is_available(),
-            generator=epoch_generator(self.seed, self.epoch))
+        data = _Transformed(self.data, self.transform)
+        common = {"num_workers": self.workers, "pin_memory": torch.cuda.is_available()}
+        if self.world.size > 1:
+            loader = torch.utils.data.DataLoader(
+                data, batch_sampler=self._shards(),
+                generator=epoch_generator(self.seed + 7919 * self.world.rank, self.epoch), **common)
+        else:
+            loader = torch.utils.data.DataLoader(data, batch_size=self.batch_size, shuffle=self.shuffle,
+                                                 generator=epoch_generator(self.seed, self.epoch), **common)
         for images, labels in loader:
             yield normalize(images, self.mean, self.std), labels
 
@@ -222,9 +238,9 @@ class FolderProfile(Profile):
     resize: int = 256
     workers: int = min(8, os.cpu_count() or 1)  # DataLoader processes decoding JPEGs
 
-    def train_loader(self, data, batch_size: int, seed: int = 0):
+    def train_loader(self, data, batch_size: int, seed: int = 0, world: World = ALONE):
         return FolderLoader(data, batch_size, folder_transform(True, self.resize, self.image_size),
-                            self.mean, self.std, shuffle=True, seed=seed, workers=self.workers)
+                            self.mean, self.std, shuffle=True, seed=seed, workers=self.workers, world=world)
 
     def eval_loader(self, data, batch_size: int = 250):
         return FolderLoader(data, batch_size, folder_transform(False, self.resize, self.image_size),

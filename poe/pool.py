@@ -13,25 +13,33 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch.nn as nn
 
 from . import checkpoint
 from .errors import PoEError
+from .lock import FolderLock
+
+MANIFEST_LOCK = ".manifest.lock"  # held for a manifest update only (the writer lock is poe.lock's)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:  # e.g. a full disk: the old file stays, and no temporary file is left
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:  # e.g. a full disk: the old file stays, and no temporary file is left
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise PoEError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 
@@ -129,8 +137,16 @@ class Pool:
     def manifest(self) -> dict:
         path = self.root / "manifest.json"
         if self.layout == "poe" and path.is_file():
-            with open(path) as f:
-                return json.load(f)
+            try:
+                with open(path) as f:
+                    m = json.load(f)
+                if not isinstance(m, dict) or not isinstance(m.get("experts", {}), dict):
+                    raise ValueError("not a manifest object")
+                return m
+            except (OSError, ValueError) as exc:  # ValueError: JSON syntax, bad UTF-8
+                raise PoEError(f"{path} is damaged ({exc.__class__.__name__}: {exc}); it only lists what the folder "
+                               "holds: delete it and rerun Run_preprocessing.py on this pool, which rebuilds it "
+                               "(experts it no longer lists are retrained)") from None
         return {"dataset": self.profile.name, "layout": self.layout, "library": None, "experts": {}}
 
     # -- writing (our layout only) ----------------------------------------------------------
@@ -157,13 +173,21 @@ class Pool:
         self._update_manifest(expert=(task, entry))
 
     def _update_manifest(self, library=None, expert=None) -> None:
-        m = self.manifest()
-        m["dataset"], m["layout"] = self.profile.name, "poe"
-        if library is not None:
-            m["library"] = library
-        if expert is not None:
-            m.setdefault("experts", {})[expert[0]] = expert[1]
-        atomic_write_text(self.root / "manifest.json", json.dumps(m, indent=1, sort_keys=True) + "\n")
+        """Read, change, write: under the manifest's own lock, since the ranks of a torchrun job save
+        their experts (and so update this file) at the same time."""
+        lock = FolderLock(self.root, MANIFEST_LOCK)
+        while not lock.try_acquire():
+            time.sleep(0.05)
+        try:
+            m = self.manifest()
+            m["dataset"], m["layout"] = self.profile.name, "poe"
+            if library is not None:
+                m["library"] = library
+            if expert is not None:
+                m.setdefault("experts", {})[expert[0]] = expert[1]
+            atomic_write_text(self.root / "manifest.json", json.dumps(m, indent=1, sort_keys=True) + "\n")
+        finally:
+            lock.release()
 
 
 def _plain(meta: dict) -> dict:

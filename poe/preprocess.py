@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .errors import PoEError
 from .evaluate import expert_logits, predict
 from .extract import Member, initial_expert, train_from_cache
@@ -54,6 +54,11 @@ def describe_stored(meta: dict) -> str:
     if acc is not None:
         parts.append(f"test top-1 {acc:.2f}%")
     return ", ".join(parts)
+
+
+def rank_suffix(world: distributed.World) -> str:
+    """File-name part of a rank's own files when the ranks train different experts ('' alone)."""
+    return f".rank{world.rank}of{world.size}" if world.size > 1 else ""
 
 
 class LibraryStudentTeacher(nn.Module):
@@ -99,8 +104,9 @@ class Preprocessor:
         """A stage's batch: its budget's where the budget names one (e.g. --budget cpu), else the run's."""
         return self.budgets[stage].batch_size or self.batch_size
 
-    def train_loader(self, stage: str):
-        return self.profile.train_loader(self.data[0], self.stage_batch_size(stage), self.seed)
+    def train_loader(self, stage: str, world: distributed.World = distributed.ALONE):
+        """`world`: the processes training the stage's model together, each reading its shard."""
+        return self.profile.train_loader(self.data[0], self.stage_batch_size(stage), self.seed, world)
 
     def test_loader(self):
         return self.profile.eval_loader(self.data[1])
@@ -126,24 +132,29 @@ class Preprocessor:
             checkpoint.load_into(model, state, path, "Oracle")
             print(f"[oracle] using {path} ({describe_stored(meta)})")
             return model.to(self.device, memory_format=torch.channels_last).eval()
-        if force:
+        main = distributed.world().is_main
+        if force and main:
             resume.unlink(missing_ok=True)
         torch.manual_seed(self.seed)
         model = arch.oracle()
         tic = time.perf_counter()
-        history = fit(model, lambda x, y: F.cross_entropy(model(x), y), self.train_loader("oracle"),
+        net = distributed.wrap(model, self.device)  # DDP under torchrun (all ranks start from rank 0's weights)
+        history = fit(net, lambda x, y: F.cross_entropy(net(x), y), self.train_loader("oracle", distributed.world()),
                       self.budgets["oracle"], resume_path=resume, signature=self._signature("oracle"),
                       device=self.device, amp=self.amp, desc="oracle", **self._logging("oracle", model))
         # Stored in half precision (WRN-40-4: 18 MB instead of 36); rounded first, so the score below
         # and every later stage see exactly the stored Oracle.
         checkpoint.round_to_half(model)
-        acc = self._top1(model)
-        print(f"[oracle] test top-1 {acc:.2f}%")
-        checkpoint.atomic_save(checkpoint.make("oracle", model, half=True, dataset=self.profile.name,
-                                               architecture=arch.describe()["oracle"], config=arch.oracle_config(),
-                                               budget=self._budget_meta("oracle"), history=history,
-                                               metrics={"test_top1_pct": acc}, wall_s=self._wall(tic, history)), path)
-        resume.unlink(missing_ok=True)
+        if main:
+            acc = self._top1(model)
+            print(f"[oracle] test top-1 {acc:.2f}%")
+            checkpoint.atomic_save(checkpoint.make("oracle", model, half=True, dataset=self.profile.name,
+                                                   architecture=arch.describe()["oracle"],
+                                                   config=arch.oracle_config(), budget=self._budget_meta("oracle"),
+                                                   history=history, metrics={"test_top1_pct": acc},
+                                                   wall_s=self._wall(tic, history)), path)
+            resume.unlink(missing_ok=True)
+        distributed.barrier()  # the others read no file before rank 0 has written it
         return model.eval()
 
     # -- stage 2: library student -> library + student head ----------------------------------------
@@ -152,6 +163,7 @@ class Preprocessor:
         path = self.pretrained_dir / "library_student.pt"
         resume = self.pretrained_dir / "library_student.resume.pt"
         student = arch.student()
+        main = distributed.world().is_main
         if path.is_file() and not force:
             state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, "library_student")
             checkpoint.load_into(student, state, path, "library student")
@@ -161,30 +173,33 @@ class Preprocessor:
             student = arch.load_pretrained("student", self.weights.get("student"), self.download)
             acc = None  # not scored here: the weights' publisher reports it
         else:
-            if force:
+            if force and main:
                 resume.unlink(missing_ok=True)
             oracle = oracle_fn()
             torch.manual_seed(self.seed + 1)
             student = arch.student()
             kd = SoftLoss(temperature=4.0)
             tic = time.perf_counter()
+            net = distributed.wrap(student, self.device)
 
             def batch_loss(x, y):  # labels unused: the student learns from the Oracle alone
                 with frozen(oracle):
                     target = oracle(x)
-                return kd(student(x), target)
+                return kd(net(x), target)
 
-            history = fit(student, batch_loss, self.train_loader("library"), self.budgets["library"], resume_path=resume,
-                          signature=self._signature("library"), device=self.device, amp=self.amp,
+            history = fit(net, batch_loss, self.train_loader("library", distributed.world()), self.budgets["library"],
+                          resume_path=resume, signature=self._signature("library"), device=self.device, amp=self.amp,
                           desc="library student", **self._logging("library_student", student))
-            acc = self._top1(student)
-            print(f"[library] library student test top-1 {acc:.2f}%")
-            checkpoint.atomic_save(checkpoint.make("library_student", student, dataset=self.profile.name,
-                                                   architecture=arch.describe()["library"],
-                                                   budget=self._budget_meta("library"), history=history,
-                                                   metrics={"test_top1_pct": acc}, wall_s=self._wall(tic, history)),
-                                  path)
-            resume.unlink(missing_ok=True)
+            acc = None
+            if main:
+                acc = self._top1(student)
+                print(f"[library] library student test top-1 {acc:.2f}%")
+                checkpoint.atomic_save(checkpoint.make("library_student", student, dataset=self.profile.name,
+                                                       architecture=arch.describe()["library"],
+                                                       budget=self._budget_meta("library"), history=history,
+                                                       metrics={"test_top1_pct": acc},
+                                                       wall_s=self._wall(tic, history)), path)
+                resume.unlink(missing_ok=True)
         library_state, head_state = arch.split_student(student.state_dict())
         library = arch.library()
         library.load_state_dict(library_state)
@@ -192,18 +207,24 @@ class Preprocessor:
         head.load_state_dict(head_state)
         meta = {"architecture": arch.describe()["library"], "student_test_top1_pct": acc,
                 "fingerprint": library_fingerprint(library)}
-        self.pool.save_student_head(head, **meta)
-        self.pool.save_library(library, **meta)
-        print(f"[library] saved to {self.pool.library_path}")
+        def save():
+            self.pool.save_student_head(head, **meta)
+            self.pool.save_library(library, **meta)
+            print(f"[library] saved to {self.pool.library_path}")
+
+        distributed.main_writes(save)
 
     def import_library(self, source: Pool) -> None:
         """Take the library (and the student's head, if there) from another pool, e.g. the authors'."""
-        library = source.load_library()
-        meta = {"source": str(source.library_path), "fingerprint": library_fingerprint(library)}
-        if source.student_head_path.is_file():
-            self.pool.save_student_head(source.load_student_head(), **meta)
-        self.pool.save_library(library, **meta)
-        print(f"[library] imported {source.library_path} into {self.pool.library_path}")
+        def save():
+            library = source.load_library()
+            meta = {"source": str(source.library_path), "fingerprint": library_fingerprint(library)}
+            if source.student_head_path.is_file():
+                self.pool.save_student_head(source.load_student_head(), **meta)
+            self.pool.save_library(library, **meta)
+            print(f"[library] imported {source.library_path} into {self.pool.library_path}")
+
+        distributed.main_writes(save)
 
     # -- stage 3: experts ---------------------------------------------------------------------------
     def stale_or_missing(self, tasks: list[str], loss_kind: str, teacher_kind: str) -> list[str]:
@@ -230,8 +251,16 @@ class Preprocessor:
         return {kind: {t: scores[(kind, t)] for t in tasks} for kind, (_, tasks) in jobs.items()}
 
     def experts(self, tasks: list[str], loss_kind: str, teacher_kind: str, oracle_fn) -> dict[str, float]:
+        """Train and save the experts of `tasks`; under torchrun the tasks are divided among the ranks,
+        each training and saving its own. Returns every task's score on its own classes."""
         if self.expert_source == "cache":
             return self.train_expert_pools({loss_kind: (self.pool, tasks)}, teacher_kind, oracle_fn)[loss_kind]
+        world = distributed.world()
+        scores = self._live_experts(distributed.mine(tasks), loss_kind, teacher_kind, oracle_fn, world) \
+            if distributed.mine(tasks) else {}
+        return {t: s for part in distributed.gather(scores) for t, s in part.items()}
+
+    def _live_experts(self, tasks: list[str], loss_kind: str, teacher_kind: str, oracle_fn, world) -> dict[str, float]:
         arch, hierarchy = self.profile.architecture, self.profile.hierarchy
         library = self.pool.load_library().to(self.device)
         fingerprint = library_fingerprint(library)
@@ -253,11 +282,11 @@ class Preprocessor:
                 logits = teacher_from_features(features) if teacher_from_features is not None else teacher(x)
             return {t: loss_fn(experts[t](features), logits[:, columns[t]]) for t in tasks}
 
-        resume = self.pool.root / "experts.resume.pt"
+        resume = self.pool.root / f"experts{rank_suffix(world)}.resume.pt"
         signature = self._signature("expert", tasks=tasks, loss=loss_kind, teacher=teacher_kind, library=fingerprint)
         history = fit(experts, batch_loss, self.train_loader("expert"), self.budgets["expert"], resume_path=resume,
                       signature=signature, device=self.device, amp=self.amp, desc=f"{len(tasks)} experts",
-                      history_path=self.pool.root / "experts.history.csv")
+                      history_path=self.pool.root / f"experts{rank_suffix(world)}.history.csv")
         scores = self._own_class_accuracy(library, experts)
         for t in tasks:
             per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{t}", "loss")}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .data import ArrayLoader
+from .distributed import ALONE, World
 from .errors import PoEError
 from .task_file import read_task_file
 
@@ -92,9 +93,10 @@ class Profile:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def train_loader(self, data, batch_size: int, seed: int = 0):
+    def train_loader(self, data, batch_size: int, seed: int = 0, world: World = ALONE):
+        """`world`: the processes training one model together, each reading its shard (poe.distributed)."""
         return ArrayLoader(data, batch_size, self.mean, self.std, train=True,
-                           pad=self.crop_padding, seed=seed)
+                           pad=self.crop_padding, seed=seed, world=world)
 
     def eval_loader(self, data, batch_size: int = 500):
         return ArrayLoader(data, batch_size, self.mean, self.std, train=False)

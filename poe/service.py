@@ -116,14 +116,16 @@ def export(model: TaskModel, profile, input_shape, path: str | Path) -> None:
             "input": {"shape": ["batch", *input_shape], "mean": list(profile.mean), "std": list(profile.std),
                       "pixels": "RGB scaled to [0, 1], then (x - mean) / std per channel"},
             "output": "logits; column j is class class_ids[j]"}
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")  # keeps the .pt2 ending torch.export expects
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             # Said of every channels-last weight (not "contiguous", so not "complete" to the
             # packager); each is its own storage and is saved whole, as the round-trip test checks.
             warnings.filterwarnings("ignore", message="No complete tensor found in the group")
             torch.export.save(program, tmp, extra_files={"poe_classes.json": json.dumps(info)})
         tmp.replace(path)
+    except OSError as exc:
+        raise PoEError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)

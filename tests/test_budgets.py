@@ -7,9 +7,7 @@ import torch
 import Run_preprocessing
 from CIFAR100 import PROFILE as CIFAR
 from Demo import PROFILE as DEMO
-from poe import checkpoint
 from poe.cli import run
-from poe.data import ArrayDataset
 from poe.history import read_csv
 from poe.networks import WRNArchitecture, WRNConfig
 from poe.pool import Pool
@@ -75,7 +73,7 @@ def test_interrupted_oracle_stage_resumes_to_the_same_weights_and_history(tmp_pa
 
     pre = tiny_preprocessor(tmp_path / "b")
     live_loader = pre.train_loader
-    pre.train_loader = lambda stage: InterruptedLoader(live_loader(stage), epoch=1, after_batches=1)
+    pre.train_loader = lambda stage, *world: InterruptedLoader(live_loader(stage, *world), epoch=1, after_batches=1)
     with pytest.raises(KeyboardInterrupt):
         pre.oracle()
     assert (tmp_path / "b" / "pre" / "oracle.resume.pt").is_file()

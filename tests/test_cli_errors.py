@@ -127,5 +127,67 @@ def test_zero_budgets_are_refused_not_read_as_the_default(tool, flag, capsys, tm
         assert exit_info.value.code == 2 and len(errors) == 1, err
         message = f"expected a whole number, got {value!r}" if value == "two" else \
             f"must be at least 1, got {value!r} (leave the flag out for the default)"
-        assert re.search(rf"error: argument {flag}(/\S+)?: {re.escape(message)}$", errors[0]), err
+        assert re.search(rf"error: argument {flag}(/\S+)?: {re.escape(message)}( \(see .* --help\))?$", errors[0]), err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("flag", ["--json", "--export"])
+def test_unwritable_output_paths(pool_dir, capsys, tmp_path, flag):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    base = ["--dataset", "demo", "--db", str(pool_dir), "--queriedTask", "disks", "rings", "--no-eval"]
+    for target, message in ((a_file / "out", "is a file, not a folder"), (tmp_path, "is a folder"),
+                            ("/proc/poe-test/out", "cannot write")):
+        code, _, err = service([*base, flag, str(target)], capsys)
+        assert code == 2 and message in one_error_line(err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "pool"]  # nothing half-written
+
+
+def test_unwritable_pool_folders(capsys, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for flag in ("--db", "--pretrained_db", "--cache_dir"):
+        argv = ["--dataset", "demo", "--db", str(tmp_path / "pool"), "--pretrained_db", str(tmp_path / "pre"),
+                flag, str(a_file / "sub")]
+        code = run(Run_preprocessing.main, argv)
+        assert code == 2 and f"{flag} {a_file / 'sub'}" in one_error_line(capsys.readouterr().err)
+    code = run(Run_Table6.main, ["--dataset", "demo", "--db", str(tmp_path), "--markdown", str(a_file / "t.md")])
+    assert code == 2 and "--markdown" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("device, message", [("cuda", "no CUDA GPU"), ("cuda:3", "no CUDA GPU"),
+                                             ("banana", "not a device name")])
+def test_device_this_machine_lacks(pool_dir, capsys, device, message):
+    code, _, err = service(["--dataset", "demo", "--db", str(pool_dir), "--queriedTask", "disks", "--no-eval",
+                            "--device", device], capsys)
+    assert code == 2 and message in one_error_line(err)
+
+
+def test_damaged_manifest(pool_dir, capsys):
+    (pool_dir / "manifest.json").write_text('{"experts": {"disks": ')  # cut off mid-write by another tool
+    code = run(Run_preprocessing.main, ["--dataset", "demo", "--db", str(pool_dir), "--pretrained_db",
+                                        str(pool_dir.parent / "pre"), "--tasks", "disks"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "manifest.json is damaged" in line and "delete it" in line
+    assert not (pool_dir / ".poe-writer.lock").exists()  # the lock is given back on the way out
+
+
+@pytest.mark.parametrize("tool, flags", [
+    (Run_preprocessing, ["--lr_oracle", "-0.1"]),
+    (Run_preprocessing, ["--lr_expert", "nan"]),
+    (Run_preprocessing, ["--threads", "-2"]),
+    (Run_preprocessing, ["--epochs_library", "0"]),
+    (Run_preprocessing, ["--batch_size", "0"]),
+    (Run_preprocessing, ["--cache_views", "0"]),
+    (Run_Table6, ["--lr_expert", "-1"]),
+    (Run_Table6, ["--epochs_expert", "-3"]),
+    (Run_Service, ["--threads", "0"]),
+])
+def test_numeric_flags_out_of_range(tool, flags, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        run(tool.main, ["--dataset", "demo", "--db", str(tmp_path / "pool"), *flags])
+    line = one_error_line(capsys.readouterr().err)
+    assert exit_.value.code == 2 and flags[0] in line and flags[1] in line
+    assert not (tmp_path / "pool").exists()
