@@ -15,6 +15,8 @@ parameters, FLOPs and the time to build it.
 """
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 from poe.cli import ArgumentParser, add_common_args, check_writable, profile_from_args, run, setup_torch
@@ -79,6 +81,11 @@ def start_server(args, pool: Pool) -> None:
     service = QueryService(pool, test=test, no_test_reason=reason, device=device,
                            amp=pick_amp(args.amp or profile.amp_default, device), fuse=args.fuse)
     serve(service, args.host, args.port)
+    # Stopped cleanly. Threads of idle keep-alive connections (daemons) may still sit in torch's
+    # thread pools, and interpreter teardown under them can abort ("terminate called ..."): leave now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv=None) -> None:
