@@ -341,8 +341,9 @@ def stored_summary(profile: Profile, pool: Pool, pretrained_dir: Path, tasks: li
             _, meta = checkpoint.state_and_meta(checkpoint.read(path), path, name)
             stages[name] = {k: meta.get(k) for k in ("architecture", "budget", "wall_s", "metrics", "stored_dtype",
                                                      "history", "date")}
-    library = pool.manifest().get("library") or {}
-    entries = pool.manifest().get("experts", {})
+    manifest = pool.manifest()  # read once
+    library = manifest.get("library") or {}
+    entries = manifest.get("experts", {})
     experts = {t: {k: entries[t].get(k) for k in ("loss", "teacher", "budget", "metrics", "extraction", "date")}
                for t in tasks if t in entries}
     def shown(path) -> str:  # relative to the working folder where it lies below it: results stay portable

@@ -107,7 +107,7 @@ def fit(model: nn.Module, batch_loss, loader, budget: Budget, *, resume_path: st
     if shared and len(set(distributed.gather(start))) > 1:
         raise PoEError(f"the processes see different resume files {resume_path}: put the run's folders on a "
                        "filesystem every node shares")
-    # channels-last: the layout oneDNN and cuDNN convolve fastest (2-3x for WRNs on this CPU in bf16).
+    # channels-last: the layout oneDNN and cuDNN convolve fastest (bench/p5_oracle_choice.py times it so).
     if not shared:  # (distributed.wrap did it before DDP took the parameters)
         model.to(device, memory_format=torch.channels_last)
     for epoch in range(start, budget.epochs):
