@@ -278,7 +278,10 @@ def test_a_signal_stops_the_server_cleanly_and_frees_its_port(pool):
     SIGTERM comes while the server exports a .pt2 (seconds): it finishes that request first."""
     argv = [sys.executable, str(ROOT / "Run_Service.py"), "--dataset", "demo", "--db", str(pool.root),
             "--task_file", str(pool.root.parent / "tasks.txt"), "--serve", "--port", "0", "--no-eval"]
-    procs = {sig: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    # SIGINT at its default in the child, as in a terminal: a suite started in the background (cron,
+    # `cmd &`) inherits SIGINT ignored, and Python then rightly installs no Ctrl-C handler
+    procs = {sig: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
              for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for sig, proc in procs.items():
