@@ -9,10 +9,11 @@ are stored in --out (one file per method, query and settings), so rerunning a co
 evaluates. Either one query (--queriedTask) or the study over n(Q) in --sizes of --tasks (every
 combination, or a seeded sample of --queries per n(Q)).
 
+    python Run_preprocessing.py --dataset demo      # once: the demo pool (PoE's row, the teachers)
     python Run_Baselines.py --dataset demo --queriedTask disks rings --teacher library-student
     python Run_Baselines.py --dataset cifar100 --data_root ../shared/data \\
         --db ../shared/reference/poe-authors/CIFAR100 --teacher library-student --queries 1 \\
-        --epochs_network 7 --epochs_head 15 --batch_size 128 --amp bf16 \\
+        --epochs_network 20 --epochs_head 30 --batch_size 128 --amp bf16 \\
         --json results/baselines_cifar100.json --markdown results/baselines_cifar100.md
     python Run_Baselines.py --dataset tinyimagenet --data_root ../shared/data \\
         --db ../shared/reference/poe-authors/TinyImageNet --teacher library-student \\
@@ -29,13 +30,14 @@ from pathlib import Path
 import torch
 
 from poe.baselines import METHODS, report, study
-from poe.baselines.query import study_queries
-from poe.baselines.training import Setup
-from poe.cli import add_common_args, profile_from_args, run, setup_torch, write_report_files
+from poe.baselines.query import Query, study_queries
+from poe.baselines.training import Setup, obtain
+from poe.cli import add_common_args, check_writable, profile_from_args, run, setup_torch, write_report_files
 from poe.errors import PoEError
 from poe.feature_cache import CACHE_DTYPES
 from poe.pool import Pool
 from poe.preprocess import PROJECT_ROOT, default_pool_dir, default_pretrained_dir
+from poe.service import export
 from poe.table6 import SIZES
 from poe.train import pick_amp, pick_device
 
@@ -87,6 +89,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="PATH", help="PNG plot; default: beside --json, with .png")
     p.add_argument("--markdown", default=None, metavar="PATH",
                    help="write the report (command, budget, wall time, tables) as Markdown")
+    p.add_argument("--export", default=None, metavar="PATH",
+                   help="with --queriedTask and one --methods: write that trained model as a torch.export "
+                        "program (.pt2), as Run_Service.py --export does for PoE's")
     return p
 
 
@@ -97,6 +102,14 @@ def make_budgets(args) -> dict:
             raise PoEError(f"--{flag} must be at least 1")
     return {"network": Budget(NETWORK_EPOCHS, 0.1, (80, 160)).with_epochs(args.epochs_network),
             "head": Budget(HEAD_EPOCHS, 0.1, (40, 80)).with_epochs(args.epochs_head)}
+
+
+def shown_path(path: Path) -> str:
+    """A path as the report shows it: relative to the project when inside it (no machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def speedups(setup: Setup, methods: list[str]) -> list[str]:
@@ -112,6 +125,11 @@ def speedups(setup: Setup, methods: list[str]) -> list[str]:
     if {"SD_Scratch", "UHC_Scratch"} & set(methods):
         out.append("SD_Scratch, UHC_Scratch: each single-task Scratch teacher trained once and shared by every "
                    "query and both methods; its training time is shown apart")
+    if any(m.startswith(("SD_", "UHC_")) for m in methods):
+        out.append("SD_*, UHC_*: their teachers run on every batch, no logit cache (a whole network "
+                   "trained from random init needs each epoch's fresh augmentation, which a few cached views would "
+                   "take away); one teacher pass shared by SD and UHC would shorten the study, not either "
+                   "method's time to model")
     out.append("every method's teacher passes run under no_grad in eval mode; no method's time includes the "
                "per-epoch test passes")
     return out
@@ -154,6 +172,9 @@ def main(argv=None) -> None:
         raise PoEError("--batch_size must be positive")
     if args.cache_views < 1:
         raise PoEError("--cache_views must be at least 1")
+    if args.export and not (args.queried and len(args.methods) == 1):
+        raise PoEError("--export writes one model: give --queriedTask and exactly one --methods")
+    check_writable(args.export, "--export")
     pretrained_dir = Path(args.pretrained_db or default_pretrained_dir(profile))
     if "CKD" in args.methods and args.teacher == "oracle" and not (pretrained_dir / "oracle.pt").is_file():
         raise PoEError(f"CKD's teacher 'oracle' needs {pretrained_dir / 'oracle.pt'}: pass --pretrained_db, "
@@ -170,14 +191,13 @@ def main(argv=None) -> None:
     results = study.run(setup, queries, args.methods)
     teachers = {}
     if {"SD_Scratch", "UHC_Scratch"} & set(args.methods):
-        from poe.baselines.query import Query
-        from poe.baselines.training import obtain
         for t in sorted({t for q in queries for t in q}):
             q = Query.of([t], profile.hierarchy)
             model, meta = obtain(setup, "Scratch", q)
-            teachers[t] = {"accuracy_pct": setup.accuracy(model, q), "time_to_model_s": meta["time_to_model_s"]}
+            teachers[t] = {"accuracy_pct": setup.accuracy(model, q), "time_to_model_s": meta["time_to_model_s"],
+                           "training_wall_s": meta.get("wall_s_this_process")}
     settings = {"device": str(device), "amp": amp, "batch_size": batch_size, "seed": args.seed,
-                "teacher": args.teacher, "pool": str(pool.root), "out": str(setup.out), "queries_note": note,
+                "teacher": args.teacher, "pool": str(pool.root), "out": shown_path(setup.out), "queries_note": note,
                 "head_source": args.head_source, "cache_views": min(args.cache_views, args.epochs_head),
                 "network": setup.budget_meta("network"), "head": setup.budget_meta("head"),
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU core(s), torch threads "
@@ -186,10 +206,14 @@ def main(argv=None) -> None:
            "methods": args.methods, "speedups": speedups(setup, args.methods),
            "poe_one_off": study.poe_one_off(pool, n_study, args.extraction_seconds),
            "queries": results, "summary": study.summary(results, args.methods), "teachers": teachers,
-           "wall_s": round(time.perf_counter() - tic, 1)}
+           "wall_s": round(time.perf_counter() - tic, 1), "training_wall_s": study.training_wall_s(results, teachers)}
     text = report.markdown(doc)
     print(text)
     write_report_files(args, doc, text, report.plot)
+    if args.export:
+        model, _ = obtain(setup, args.methods[0], Query.of(queries[0], profile.hierarchy))
+        export(model, profile, profile.input_shape, args.export)
+        print(f"exported      : {args.export} ({args.methods[0]}; torch.export.load(path).module())")
 
 if __name__ == "__main__":
     raise SystemExit(run(main))

@@ -177,7 +177,7 @@ def test_study_end_to_end_and_a_rerun_only_evaluates(small_demo, demo_pool, tmp_
     assert not list(out.rglob("*.resume.pt"))
     text = (tmp_path / "study.md").read_text()
     for needed in ("Command: `python Run_Baselines.py", "Wall time", "Budget:", "## n(Q) = 2", "## n(Q) = 3",
-                   "**PoE**", "÷ PoE's query time", "Speed-ups", "one-off", "UHC_Scratch"):
+                   "**PoE**", "÷ PoE's query time", "## Headline", "Speed-ups", "one-off", "UHC_Scratch"):
         assert needed in text, needed
     assert report.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
@@ -188,6 +188,10 @@ def test_study_end_to_end_and_a_rerun_only_evaluates(small_demo, demo_pool, tmp_
     assert not re.search(r"epoch \d+/\d+:", stdout) and "stored model" in stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == mtimes
     again = json.loads(report.read_text())
+    # the training wall time is the models' recorded one, not this rerun's (which trained nothing)
+    assert again["training_wall_s"] == doc["training_wall_s"] >= sum(
+        r["train_s"] for q in doc["queries"] for r in q["methods"].values()) > 0
+    assert f"took {again['training_wall_s'] / 60:.1f} min" in (tmp_path / "study.md").read_text()
     for q1, q2 in zip(doc["queries"], again["queries"]):
         assert {m: r["accuracy_pct"] for m, r in q1["methods"].items()} == \
             {m: r["accuracy_pct"] for m, r in q2["methods"].items()}
@@ -202,10 +206,22 @@ def test_one_query_live_head_and_user_errors(small_demo, demo_pool, tmp_path, ca
     doc = json.loads(report.read_text())
     assert list(doc["queries"][0]["methods"]) == ["Transfer", "CKD"] and not (out / "feature_cache").exists()
     assert "no feature cache" in " ".join(doc["speedups"])
+    # a trained baseline exports like PoE's task model: a .pt2 that plain PyTorch runs, same logits
+    program = tmp_path / "transfer.pt2"
+    code, stdout, err = cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), "--queriedTask", "rings",
+                             "disks", "--methods", "Transfer", "--teacher", "library-student", "--epochs_head", "1",
+                             "--head_source", "live", "--amp", "none", "--export", str(program)], capsys)
+    assert code == 0 and "stored model" in stdout, err
+    stored, = (out / "Transfer").glob("*.pt")
+    model, _ = load_baseline(stored, DEMO)
+    x = torch.randn(3, *DEMO.input_shape)
+    with torch.no_grad():
+        assert torch.allclose(torch.export.load(str(program)).module()(x), model(x), atol=1e-5)
     for argv, message in [
         (["--queriedTask", "disks", "disks"], "more than once"),
         (["--queriedTask", "disks", "--methods", "CKD", "--pretrained_db", str(tmp_path / "none")], "needs"),
         (["--queriedTask", "disks", "--epochs_head", "0"], "at least 1"),
+        (["--queriedTask", "disks", "--export", str(tmp_path / "m.pt2")], "exactly one --methods"),
         (["--sizes", "9"], "--sizes must lie in"),
         (["--queriedTask", "disks", "--db", str(tmp_path / "empty")], "has no expert for disks"),
     ]:

@@ -41,7 +41,9 @@ def markdown(doc: dict) -> str:
     s = doc["settings"]
     lines = [f"# PoE against the per-query training baselines, {doc['title']}", "",
              f"Command: `{doc['command']}`", "",
-             f"Wall time of the whole command: {doc['wall_s'] / 60:.1f} min ({doc['wall_s']:.0f} s) on {s['machine']}.",
+             f"Wall time of this command: {doc['wall_s'] / 60:.1f} min ({doc['wall_s']:.0f} s) on {s['machine']}; "
+             f"training the models it reports took {doc['training_wall_s'] / 60:.1f} min of wall time when they were "
+             "trained (their recorded times, per-epoch test passes included; a rerun loads them and only evaluates).",
              "",
              f"Budget: whole-network methods (Scratch, SD_*, UHC_*, and the single-task Scratch teachers) "
              f"{_schedule(s['network'])} (paper: 200, ×0.1 at 80 and 160); head-only methods (Transfer, CKD) "
@@ -56,8 +58,20 @@ def markdown(doc: dict) -> str:
         f"{_s(one['seconds'])}, i.e. {_s(one['per_query_s'])} per query if spread over the {one['queries']} queries " \
         "of n(Q) in the study's sizes"
     lines += ["", f"PoE's one-off cost (extracting the experts, done once for all queries): {cost}; source: "
-              f"{one['source']}. PoE's query time below is the time to build the task model from disk, no training.", ""]
+              f"{one['source']}. PoE's query time below is the time to build the task model from the pool's files, no training (the median of 3 builds, each with the in-process cache emptied, after one untimed warm-up build).", ""]
     methods = doc["methods"]
+    sizes = list(doc["summary"])
+    lines += ["## Headline: time to PoE's accuracy ÷ PoE's query time", "",
+              "| method | " + " | ".join(f"n(Q) = {n}" for n in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+    for m in methods:
+        cells = []
+        for n in sizes:
+            e, queries = doc["summary"][n][m], doc["summary"][n]["queries"]
+            t, ratio = _reach(e)
+            cells.append(f"{ratio} ({e['reached']}/{queries} reached)" if e["reached"] else f"not reached, {ratio}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "PoE's query time per n(Q): " + ", ".join(
+        f"{_s(doc['summary'][n]['PoE']['build_ms'] / 1000)} (n(Q) = {n})" for n in sizes) + ".", ""]
     for n, entry in doc["summary"].items():
         lines += [f"## n(Q) = {n} ({entry['queries']} quer{'y' if entry['queries'] == 1 else 'ies'})", "",
                   "| method | accuracy % | params | FLOPs | time to model | single-task teachers' training "
