@@ -135,6 +135,29 @@ def cli(argv, capsys):
     return code, captured.out, captured.err
 
 
+def test_poe_one_off_cost_counts_each_extraction_run_once():
+    """Experts extracted jointly share one record (counted once); an expert trained alone counts its
+    epochs; a pool without either needs --extraction_seconds, and says so."""
+    from poe.baselines.study import poe_one_off
+
+    class FakePool:
+        def __init__(self, experts):
+            self.experts = experts
+
+        def manifest(self):
+            return {"experts": self.experts}
+
+    joint = {"views": 5, "wall_s": {"cache_this_process_s": 300.0, "training_and_scoring_this_process_s": 60.0}}
+    pool = FakePool({"a": {"extraction": joint}, "b": {"extraction": dict(joint)},
+                     "c": {"history": [{"epoch": 1, "seconds": 10.0}, {"epoch": 2, "seconds": 5.0}]}})
+    cost = poe_one_off(pool, 56, given_s=999.0)  # the pool's records win over a given figure
+    assert cost["seconds"] == 375.0 and cost["per_query_s"] == round(375 / 56, 2) and "2 extraction run" in cost["source"]
+    assert poe_one_off(FakePool({"a": {}}), 4, given_s=80.0) == {
+        "seconds": 80.0, "source": "given with --extraction_seconds (not in the pool's metadata)", "queries": 4,
+        "per_query_s": 20.0}
+    assert poe_one_off(FakePool({}), 4)["seconds"] is None
+
+
 def test_study_end_to_end_and_a_rerun_only_evaluates(small_demo, demo_pool, tmp_path, capsys):
     out, report = tmp_path / "models", tmp_path / "study.json"
     argv = ["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), "--tasks", "disks", "rings", "stripes",
