@@ -14,7 +14,7 @@ combination, or a seeded sample of --queries per n(Q)).
     python Run_Baselines.py --dataset cifar100 --data_root ../shared/data \\
         --db ../shared/reference/poe-authors/CIFAR100 --teacher library-student --queries 1 \\
         --epochs_network 20 --epochs_head 30 --batch_size 128 --amp bf16 \\
-        --json results/baselines_cifar100.json --markdown results/baselines_cifar100.md
+        --json results/baselines_cifar100_study.json --markdown results/baselines_cifar100_study.md
     python Run_Baselines.py --dataset tinyimagenet --data_root ../shared/data \\
         --db ../shared/reference/poe-authors/TinyImageNet --teacher library-student \\
         --queriedTask canine feline --epochs_network 1 --epochs_head 1     # a smoke test

@@ -58,7 +58,9 @@ def markdown(doc: dict) -> str:
         f"{_s(one['seconds'])}, i.e. {_s(one['per_query_s'])} per query if spread over the {one['queries']} queries " \
         "of n(Q) in the study's sizes"
     lines += ["", f"PoE's one-off cost (extracting the experts, done once for all queries): {cost}; source: "
-              f"{one['source']}. PoE's query time below is the time to build the task model from the pool's files, no training (the median of 3 builds, each with the in-process cache emptied, after one untimed warm-up build).", ""]
+              f"{one['source']}. PoE's query time below is the time to build the task model from the pool's "
+              "files, no training (the median of 3 builds, each with the in-process cache emptied, after one "
+              "untimed warm-up build).", ""]
     methods = doc["methods"]
     sizes = list(doc["summary"])
     lines += ["## Headline: time to PoE's accuracy ÷ PoE's query time", "",

@@ -6,8 +6,9 @@ FLOPs, time to model (getting ready — teacher loading, feature cache — plus 
 the per-epoch test passes are not counted), the per-epoch test curve against that time (reported,
 never used to pick weights), and the first time the curve reaches PoE's accuracy on the same
 query, or None ("not within budget"). PoE's query time is measured from the files (the in-process
-cache of folded experts emptied first; median of 3, after one untimed warm-up build); its one-off cost (the experts' extraction) is read from
-the pool's metadata and also spread over the queries of the study's n(Q).
+cache of folded experts emptied first; median of 3, after one untimed warm-up build); its one-off
+cost (the experts' extraction) is read from the pool's metadata and also spread over the queries
+of the study's n(Q).
 """
 from __future__ import annotations
 
