@@ -20,3 +20,10 @@ python Run_Baselines.py --dataset cifar100 --data_root ../shared/data \
     --epochs_network 20 --epochs_head 30 --batch_size 128 --amp bf16 --threads 2 \
     --extraction_seconds 583.2 \
     --json results/baselines_cifar100_live.json --markdown results/baselines_cifar100_live.md
+
+# Our own released pool as PoE (its manifest records the extraction time, so no --extraction_seconds) and CKD
+# taught by the paper's teacher, our Oracle: the head-only methods, on the n(Q) = 2 and 5 queries above.
+python Run_Baselines.py --dataset cifar100 --data_root ../shared/data \
+    --db DB_PoE/cifar100 --pretrained_db DB_pretrained/cifar100 --teacher oracle --queries 1 --sizes 2 5 \
+    --methods Transfer CKD --epochs_network 20 --epochs_head 30 --batch_size 128 --amp bf16 --threads 2 \
+    --json results/baselines_cifar100_ourpool.json --markdown results/baselines_cifar100_ourpool.md
