@@ -19,7 +19,7 @@ from poe.cli import run
 from poe.data import ArrayDataset
 from poe.errors import PoEError
 from poe.losses import SDLoss, UHCLoss
-from poe.pool import Pool
+from tiny_demo import make_pool
 
 T = 4.0
 
@@ -119,14 +119,7 @@ def small_demo(monkeypatch):
 @pytest.fixture
 def demo_pool(tmp_path):
     """An untrained pool (library, library-student head, an expert per task): PoE's row and teachers."""
-    torch.manual_seed(0)
-    pool = Pool(tmp_path / "pool", DEMO)
-    arch = DEMO.architecture
-    pool.save_library(arch.library())
-    pool.save_student_head(arch.student_head())
-    for t in DEMO.hierarchy:
-        pool.save_expert(t, arch.expert(len(DEMO.hierarchy[t])))
-    return pool.root
+    return make_pool(tmp_path / "pool", DEMO, experts=DEMO.hierarchy).root
 
 
 def cli(argv, capsys):

@@ -13,17 +13,13 @@ from conftest import ROOT
 from Demo import PROFILE
 from poe.cli import run
 from poe.pool import Pool
+from tiny_demo import make_pool
 
 
 @pytest.fixture
 def pool_dir(tmp_path):
     """A demo pool with random-init library and experts (no training needed for these tests)."""
-    pool = Pool(tmp_path / "pool", PROFILE)
-    arch = PROFILE.architecture
-    pool.save_library(arch.library())
-    for task in ("disks", "rings"):
-        pool.save_expert(task, arch.expert(len(PROFILE.hierarchy[task])))
-    return pool.root
+    return make_pool(tmp_path / "pool", PROFILE, experts=("disks", "rings")).root
 
 
 def service(argv, capsys):

@@ -14,6 +14,7 @@ from Demo import PROFILE
 from poe.errors import PoEError
 from poe.lock import FolderLock
 from poe.pool import Pool
+from tiny_demo import make_pool
 
 
 def dead_pid() -> int:
@@ -74,10 +75,7 @@ def test_holder_refreshes_the_lock_while_it_works(tmp_path):
 
 @pytest.fixture
 def library_pool(tmp_path):
-    pool = Pool(tmp_path / "source", PROFILE)
-    pool.save_library(PROFILE.architecture.library())
-    pool.save_student_head(PROFILE.architecture.student_head())
-    return pool.root
+    return make_pool(tmp_path / "source", PROFILE).root
 
 
 def writer(pool, source, log, *extra):

@@ -21,13 +21,17 @@ def tiny_profile(n_train=48, n_test=24, data_seed=0):
     return dataclasses.replace(DEMO, load=lambda root=None, download=False: (train, test), batch_size=16)
 
 
-def make_pool(root, profile):
-    """A pool holding a random-init library and library-student head (seeded: the same every call)."""
+def make_pool(root, profile, experts=()):
+    """A pool holding a random-init library and library-student head, and a random-init expert for
+    each task in `experts` (seeded: the same every call). No training: for tests that need a pool's
+    files, not its skill."""
     torch.manual_seed(1)
     pool = Pool(root, profile)
     arch = profile.architecture
     pool.save_library(arch.library())
     pool.save_student_head(arch.student_head())
+    for task in experts:
+        pool.save_expert(task, arch.expert(len(profile.hierarchy[task])))
     return pool
 
 
