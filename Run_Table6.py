@@ -23,11 +23,13 @@ from pathlib import Path
 
 from poe import table6
 from poe import distributed, lock
-from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, check_writable,
-                     positive_float, positive_int, profile_from_args, run, setup_torch, write_report_files)
+from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, add_validation_args,
+                     check_writable, positive_float, positive_int, profile_from_args, run, setup_torch,
+                     validation_from_args, write_report_files)
 from poe.errors import PoEError
 from poe.pool import Pool
 from poe.preprocess import default_pool_dir, default_pretrained_dir
+from poe.teachers import TEACHERS
 from poe.train import pick_amp, pick_device
 
 
@@ -62,7 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
                    help="training mode: the library (and its student's head) every pool shares; "
                         "default: the pool DB_PoE/<dataset> built by Run_preprocessing.py")
-    p.add_argument("--teacher", default="oracle", choices=["oracle", "library-student"],
+    p.add_argument("--teacher", default="oracle", choices=TEACHERS,
                    help="whose logits the experts mimic (default oracle, read from --pretrained_db)")
     p.add_argument("--pretrained_db", "--pretrained-db", default=None,
                    help="folder holding oracle.pt; default DB_pretrained/<dataset>")
@@ -72,6 +74,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", "--batch-size", type=positive_int, default=None,
                    help="images per batch, at least 1; default: the profile's (paper: 512)")
     add_feature_cache_args(p, joint="the experts of all three pools", db="OUT_DB")
+    add_validation_args(p)
     p.add_argument("--force", nargs="+", default=[], choices=["library", "experts"],
                    help="training mode: re-import the library / retrain the experts even if the pools have them")
     p.add_argument("--seed", type=int, default=0)
@@ -104,6 +107,10 @@ def main(argv=None) -> None:
     amp = pick_amp(args.amp or profile.amp_default, device)
     tic = time.perf_counter()
     settings = {"device": str(device), "amp": amp}
+    # The split the experts are trained with (training mode) and scored on with --score_on val; in
+    # evaluation mode each pool's own recorded split is used, and an explicit --val_per_class must match it.
+    validation = validation_from_args(args, profile)
+    score_on = args.score_on or ["test"]
 
     if args.db:
         pools = [(label, Pool(db, profile)) for db, label in args.db]
@@ -128,7 +135,8 @@ def main(argv=None) -> None:
                 pretrained_dir=Path(args.pretrained_db or default_pretrained_dir(profile)), data_root=args.data_root,
                 download=args.download, batch_size=batch_size, expert_budget=budget, device=device, amp=amp,
                 seed=args.seed, force=args.force, expert_source=args.expert_source, cache_views=args.cache_views,
-                cache_dir=args.cache_dir, cache_dtype=args.cache_dtype)
+                cache_dir=args.cache_dir, cache_dtype=args.cache_dtype, validation=validation,
+                score_on=args.score_on, cache_seed=args.cache_seed)
         pools = [(table6.VARIANT_LABELS[v], pool) for v, pool in pools_by_variant.items()]
         extraction = {"expert_source": args.expert_source}
         if args.expert_source == "cache":
@@ -141,8 +149,14 @@ def main(argv=None) -> None:
 
     if not distributed.world().is_main:
         return  # the evaluation and the report are rank 0's
-    test = profile.load(args.data_root, args.download)[1]
-    rows = [table6.evaluate_pool(pool, tasks, test, label=label, device=device, amp=amp) for label, pool in pools]
+    train, test = profile.load(args.data_root, args.download)
+    wanted = validation.describe(train) if args.val_per_class is not None or not args.db else None
+    rows = []
+    for split in score_on:
+        for label, pool in pools:
+            images = test if split == "test" else table6.validation_images(pool, tasks, train, wanted, args.val_per_class)
+            rows.append(table6.evaluate_pool(pool, tasks, images, label=label, device=device, amp=amp, split=split,
+                                             tag=len(score_on) > 1))
     settings["total_seconds"] = round(time.perf_counter() - tic, 1)
     doc = table6.report(profile, tasks, rows, command=command, settings=settings)
     table = table6.markdown(doc)

@@ -28,14 +28,16 @@ import time
 from pathlib import Path
 
 from poe import distributed, lock
-from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, check_writable,
-                     positive_float, positive_int, profile_from_args, run, setup_torch, write_report_files)
+from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, add_validation_args,
+                     check_writable, positive_float, positive_int, profile_from_args, run, setup_torch,
+                     validation_from_args, write_report_files)
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.history import plot_stages
 from poe.pool import Pool
 from poe.preprocess import (Preprocessor, default_pool_dir, default_pretrained_dir, stored_summary,
                             summary_lines, summary_markdown)
+from poe.teachers import TEACHERS
 from poe.train import pick_amp, pick_device
 
 STAGES = ("oracle", "library", "experts")
@@ -56,9 +58,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="primitive tasks to build experts for (default: the paper's; 'all' for every one)")
     p.add_argument("--expert-loss", "--expert_loss", dest="expert_loss", default="soft+scale", choices=EXPERT_LOSSES,
                    help="loss the experts learn with (default soft+scale = L_soft + 0.3 L_scale)")
-    p.add_argument("--teacher", default="oracle", choices=["oracle", "library-student"],
+    p.add_argument("--teacher", default="oracle", choices=TEACHERS,
                    help="whose logits the experts mimic (default oracle)")
     add_feature_cache_args(p, joint="all experts", db="<db>")
+    add_validation_args(p)
     p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
                    help="take the library (and its student's head) from this pool folder instead of training it")
     p.add_argument("--budget", default="paper", metavar="NAME",
@@ -139,7 +142,8 @@ def build(args, profile, tasks, pool, pretrained_dir, batch_size, budgets, weigh
                        data_root=args.data_root, download=args.download, batch_size=batch_size,
                        budgets=budgets, device=device, amp=amp, seed=args.seed, weights=weights,
                        expert_source=args.expert_source, cache_views=args.cache_views, cache_dir=args.cache_dir,
-                       cache_dtype=args.cache_dtype)
+                       cache_dtype=args.cache_dtype, validation=validation_from_args(args, profile),
+                       score_on=args.score_on, cache_seed=args.cache_seed)
     world = distributed.world()
     print(f"PoE preprocessing: {profile.title}, budget {args.budget}, device {device}, amp {amp}, "
           f"pool {pool.root}" + (f", {world.size} processes" if world.size > 1 else ""))

@@ -105,6 +105,30 @@ def add_feature_cache_args(parser: argparse.ArgumentParser, *, joint: str, db: s
                              "teacher and data, so a stale cache is never read")
     parser.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES),
                         help="storage type of the cached features (default float16; float32 doubles the disk)")
+    parser.add_argument("--cache_seed", "--cache-seed", type=int, default=None, metavar="S",
+                        help="seed of the cached views' crops and flips (default: --seed); fixing it lets runs "
+                             "that differ only in the experts' seed share one cache")
+
+
+def add_validation_args(parser: argparse.ArgumentParser, *, scoring: bool = True) -> None:
+    """The validation split's flags (poe/split.py): Run_preprocessing.py, Run_Table6.py."""
+    parser.add_argument("--val_per_class", "--val-per-class", type=int, default=None, metavar="N",
+                        help="hold out N training images of every class as a validation split, never trained on, "
+                             "recorded in what is stored (default: the budget's: 0 for the paper's, which trains on "
+                             "every image; 50 for cifar100 --budget cpu)")
+    parser.add_argument("--val_seed", "--val-seed", type=int, default=0, help="seed of the validation split (default 0)")
+    if scoring:
+        parser.add_argument("--score_on", "--score-on", nargs="+", default=None, choices=["val", "test"],
+                            help="where trained models are scored: val while comparing settings, test only for what "
+                                 "is reported (default: both with a split, else test)")
+
+
+def validation_from_args(args, profile):
+    """The run's ValidationSplit: --val_per_class, else the profile's (or budget preset's) default."""
+    from .split import ValidationSplit
+
+    per_class = profile.val_per_class if args.val_per_class is None else args.val_per_class
+    return ValidationSplit(per_class, args.val_seed)
 
 
 def profile_from_args(args):

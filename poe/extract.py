@@ -25,6 +25,7 @@ from .feature_cache import CACHE_DTYPES, CachedLoader, FeatureCache, bytes_per_v
 from .losses import EXPERT_LOSSES, ExpertLoss
 from .networks.grouped import GroupedWRNHeads, head_shape
 from .pool import Pool
+from .teachers import ORACLE_TEACHERS, oracle_teacher
 from .profiles import DEFAULT_CACHE_VIEWS as DEFAULT_VIEWS
 from .train import fit, frozen
 
@@ -103,19 +104,20 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
     cache = FeatureCache(cache_dir, key)
     train = pre.data[0]
     world = distributed.world()
-    missing = distributed.broadcast([k for k in range(views) if not cache.has_view(pre.seed, k)])  # rank 0's list
+    seed = pre.cache_seed  # the views' augmentation draws (the run's seed unless --cache_seed says otherwise)
+    missing = distributed.broadcast([k for k in range(views) if not cache.has_view(seed, k)])  # rank 0's list
     todo = distributed.mine(missing, world)
     missing = len(todo)
     for k in todo:
-        loader = pre.train_loader("expert")
+        loader = pre.train_loader("expert", seed=seed)
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(k)  # view k = the live loader's epoch k: same order, crops and flips
         with frozen(library, teacher):
-            cache.ensure(pre.seed, k, loader, library, teacher, teacher_from_features, device=pre.device,
+            cache.ensure(seed, k, loader, library, teacher, teacher_from_features, device=pre.device,
                          amp=pre.amp, dtype=dtype, num_images=len(train), views_to_build=missing)
         missing -= 1
     distributed.barrier()  # every view written before anyone reads them
-    out = [cache.ensure(pre.seed, k, None, None, None, False, device=pre.device, dtype=dtype, num_images=len(train))
+    out = [cache.ensure(seed, k, None, None, None, False, device=pre.device, dtype=dtype, num_images=len(train))
            for k in range(views)]
     size = sum(bytes_per_view(len(v), v.meta["feature_shape"], v.meta["num_classes"], dtype) for v in out)
     print(f"[experts] feature cache: {views} view(s), {size / 1e9:.2f} GB in {cache.folder} "
@@ -149,8 +151,8 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
         if pool.root != pre.pool.root and library_fingerprint(pool.load_library()) != fingerprint:
             raise PoEError(f"{pool.root} holds another library than {pre.pool.root}; import the same library first")
 
-    if teacher_kind == "oracle":
-        teacher, from_features = oracle_fn(), False
+    if teacher_kind in ORACLE_TEACHERS:
+        teacher, from_features = oracle_teacher(teacher_kind, oracle_fn()), False
     else:
         teacher, from_features = pre.pool.load_student_head().to(pre.device), True
     views = min(views, budget.epochs)  # a view no epoch reads is never computed
@@ -190,17 +192,20 @@ def _train_members(pre, members, cached, teacher_kind, library, fingerprint, vie
 
     resume = members[0].pool.root / f"experts.cache{rank_suffix(world)}.resume.pt"
     signature = pre._signature("expert", members=names, teacher=teacher_kind, library=fingerprint, source="cache",
-                               views=views, cache_dtype=cache_dtype, layout=joint.layout)
+                               views=views, cache_seed=pre.cache_seed, cache_dtype=cache_dtype, layout=joint.layout)
     history = fit(joint, batch_loss, CachedLoader(cached, pre.stage_batch_size("expert"), pre.seed), budget, resume_path=resume,
                   signature=signature, device=pre.device, amp=pre.amp,
                   desc=f"{len(members)} experts (cached, joint)",
                   history_path=resume.parent / f"experts{rank_suffix(world)}.history.csv")
 
     trained = joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members])
-    scores = {}
+    from .preprocess import OWN_CLASS_KEYS, describe_scores
+
+    metrics = {}
     for kind in sorted({m.kind for m in members}):
         mine = {m.task: e.to(pre.device) for m, e in zip(members, trained) if m.kind == kind}
-        scores.update({(kind, t): acc for t, acc in pre._own_class_accuracy(library, mine).items()})
+        metrics.update({(kind, t): m for t, m in pre.own_class_metrics(library, mine).items()})
+    scores = {key: m[OWN_CLASS_KEYS[pre.score_on[0]]] for key, m in metrics.items()}
     extraction = {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members),
                   "wall_s": {"cache_this_process_s": round(cache_s, 1),
                              "training_and_scoring_this_process_s": round(time.perf_counter() - tic - cache_s, 1)},
@@ -210,8 +215,8 @@ def _train_members(pre, members, cached, teacher_kind, library, fingerprint, vie
                     for h in history]
         m.pool.save_expert(m.task, expert.cpu(), loss=m.kind, teacher=teacher_kind, library=fingerprint,
                            budget=pre._budget_meta("expert"), history=per_task, extraction=extraction,
-                           metrics={"own_classes_top1_pct": scores[(m.kind, m.task)]})
-        print(f"[experts] {m.kind} {m.task}: {scores[(m.kind, m.task)]:.2f}% on its own classes -> "
+                           metrics=metrics[(m.kind, m.task)], validation=pre.split_meta)
+        print(f"[experts] {m.kind} {m.task}: {describe_scores(metrics[(m.kind, m.task)])} on its own classes -> "
               f"{m.pool.expert_path(m.task)}")
     resume.unlink(missing_ok=True)
     return scores

@@ -21,6 +21,8 @@ from .losses import ExpertLoss, SoftLoss
 from .metrics import accuracy_pct
 from .pool import Pool
 from .profiles import Budget, Profile
+from .split import ValidationSplit
+from .teachers import ORACLE_TEACHERS, oracle_teacher
 from .train import fit, frozen
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,16 @@ def library_fingerprint(library: nn.Module) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+OWN_CLASS_KEYS = {"test": "own_classes_top1_pct", "val": "own_classes_val_top1_pct"}
+
+
+def describe_scores(metrics: dict) -> str:
+    """'81.20% (val), 79.40% (test)' from an expert's stored metrics."""
+    return ", ".join(f"{metrics[key]:.2f}% ({split})" for split, key in (("val", OWN_CLASS_KEYS["val"]),
+                                                                          ("test", OWN_CLASS_KEYS["test"]))
+                     if key in metrics)
 
 
 def describe_stored(meta: dict) -> str:
@@ -78,8 +90,19 @@ class Preprocessor:
     def __init__(self, profile: Profile, pool: Pool, pretrained_dir: Path, *, data_root, download: bool,
                  batch_size: int, budgets: dict[str, Budget], device: torch.device, amp: str, seed: int,
                  weights: dict[str, str] | None = None, expert_source: str = "cache",
-                 cache_views: int | None = None, cache_dir: str | Path | None = None, cache_dtype: str = "float16"):
+                 cache_views: int | None = None, cache_dir: str | Path | None = None, cache_dtype: str = "float16",
+                 validation: ValidationSplit = ValidationSplit(), score_on: tuple[str, ...] | None = None,
+                 cache_seed: int | None = None):
         self.profile, self.pool, self.pretrained_dir = profile, pool, Path(pretrained_dir)
+        # The validation split (poe.split) is held out of every stage's training images. Scores are
+        # read on `score_on`: "val" alone while settings are being compared, the test set only for
+        # what is reported.
+        self.validation = validation
+        self.score_on = tuple(score_on or (("val", "test") if validation else ("test",)))
+        if "val" in self.score_on and not validation:
+            raise PoEError("scoring on the validation split needs one: pass --val_per_class N")
+        if not self.score_on or set(self.score_on) - {"val", "test"}:
+            raise PoEError(f"--score_on takes val and/or test, got {' '.join(self.score_on)}")
         # Experts: "cache" trains them from stored library features + teacher logits of
         # `cache_views` augmented views (poe.extract); "live" recomputes both every batch (the paper's code).
         if expert_source not in ("cache", "live"):
@@ -91,28 +114,58 @@ class Preprocessor:
         self.data_root, self.download = data_root, download
         self.batch_size, self.budgets = batch_size, budgets
         self.device, self.amp, self.seed = device, amp, seed
-        self._data = None
+        # The cached views' augmentation seed: the run's, unless set apart so that runs differing only
+        # in the experts' seed (initialisation, batch order) share one cache.
+        self.cache_seed = seed if cache_seed is None else cache_seed
+        self._data = self._val = self._split_meta = None
 
     # -- data (loaded once, only if some stage trains) ------------------------------------------
     @property
     def data(self):
+        """(training images minus the validation split, test images)."""
         if self._data is None:
-            self._data = self.profile.load(self.data_root, self.download)
+            train, test = self.profile.load(self.data_root, self.download)
+            self._split_meta = self.validation.describe(train)
+            train, self._val = self.validation.apply(train)
+            self._data = (train, test)
         return self._data
+
+    @property
+    def val(self):
+        """The held-out validation images (None without a split)."""
+        if not self.validation:
+            return None
+        self.data  # loads and splits
+        return self._val
+
+    @property
+    def split_meta(self) -> dict | None:
+        """What stored models record of the split (poe.split.ValidationSplit.describe)."""
+        if not self.validation:
+            return None
+        self.data
+        return self._split_meta
+
+    def eval_set(self, split: str):
+        return self.val if split == "val" else self.data[1]
 
     def stage_batch_size(self, stage: str) -> int:
         """A stage's batch: its budget's where the budget names one (e.g. --budget cpu), else the run's."""
         return self.budgets[stage].batch_size or self.batch_size
 
-    def train_loader(self, stage: str, world: distributed.World = distributed.ALONE):
+    def train_loader(self, stage: str, world: distributed.World = distributed.ALONE, seed: int | None = None):
         """`world`: the processes training the stage's model together, each reading its shard."""
-        return self.profile.train_loader(self.data[0], self.stage_batch_size(stage), self.seed, world)
+        return self.profile.train_loader(self.data[0], self.stage_batch_size(stage),
+                                         self.seed if seed is None else seed, world)
 
     def test_loader(self):
         return self.profile.eval_loader(self.data[1])
 
     def _signature(self, stage: str, **extra) -> dict:
-        return {"stage": stage, "dataset": self.profile.name, **self._budget_meta(stage), "seed": self.seed, **extra}
+        signature = {"stage": stage, "dataset": self.profile.name, **self._budget_meta(stage), "seed": self.seed, **extra}
+        if self.validation:  # without a split the signature stays as before: older resume files still match
+            signature["validation"] = self.split_meta
+        return signature
 
     def _budget_meta(self, stage: str) -> dict:
         b = self.budgets[stage]
@@ -151,7 +204,8 @@ class Preprocessor:
             checkpoint.atomic_save(checkpoint.make("oracle", model, half=True, dataset=self.profile.name,
                                                    architecture=arch.describe()["oracle"],
                                                    config=arch.oracle_config(), budget=self._budget_meta("oracle"),
-                                                   history=history, metrics={"test_top1_pct": acc},
+                                                   history=history, metrics=self._scores(model, acc),
+                                                   validation=self.split_meta,
                                                    wall_s=self._wall(tic, history)), path)
             resume.unlink(missing_ok=True)
         distributed.barrier()  # the others read no file before rank 0 has written it
@@ -197,7 +251,8 @@ class Preprocessor:
                 checkpoint.atomic_save(checkpoint.make("library_student", student, dataset=self.profile.name,
                                                        architecture=arch.describe()["library"],
                                                        budget=self._budget_meta("library"), history=history,
-                                                       metrics={"test_top1_pct": acc},
+                                                       metrics=self._scores(student, acc),
+                                                       validation=self.split_meta,
                                                        wall_s=self._wall(tic, history)), path)
                 resume.unlink(missing_ok=True)
         library_state, head_state = arch.split_student(student.state_dict())
@@ -236,7 +291,8 @@ class Preprocessor:
         for t in tasks:
             e = entries.get(t)
             if not self.pool.has_expert(t) or e is None or e.get("library") != fingerprint \
-                    or e.get("loss") != loss_kind or e.get("teacher") != teacher_kind:
+                    or e.get("loss") != loss_kind or e.get("teacher") != teacher_kind \
+                    or (e.get("validation") or None) != self.split_meta:
                 todo.append(t)
         return todo
 
@@ -264,8 +320,8 @@ class Preprocessor:
         arch, hierarchy = self.profile.architecture, self.profile.hierarchy
         library = self.pool.load_library().to(self.device)
         fingerprint = library_fingerprint(library)
-        if teacher_kind == "oracle":
-            teacher = oracle_fn()
+        if teacher_kind in ORACLE_TEACHERS:
+            teacher = oracle_teacher(teacher_kind, oracle_fn())
             teacher_from_features = None
         else:
             head = self.pool.load_student_head().to(self.device)
@@ -287,14 +343,15 @@ class Preprocessor:
         history = fit(experts, batch_loss, self.train_loader("expert"), self.budgets["expert"], resume_path=resume,
                       signature=signature, device=self.device, amp=self.amp, desc=f"{len(tasks)} experts",
                       history_path=self.pool.root / f"experts{rank_suffix(world)}.history.csv")
-        scores = self._own_class_accuracy(library, experts)
+        metrics = self.own_class_metrics(library, experts)
+        scores = {t: m[OWN_CLASS_KEYS[self.score_on[0]]] for t, m in metrics.items()}
         for t in tasks:
             per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{t}", "loss")}
                         for h in history]
             self.pool.save_expert(t, experts[t].cpu(), loss=loss_kind, teacher=teacher_kind, library=fingerprint,
-                                  budget=self._budget_meta("expert"), history=per_task,
-                                  metrics={"own_classes_top1_pct": scores[t]})
-            print(f"[experts] {t}: {scores[t]:.2f}% on its own classes -> {self.pool.expert_path(t)}")
+                                  budget=self._budget_meta("expert"), history=per_task, metrics=metrics[t],
+                                  validation=self.split_meta)
+            print(f"[experts] {t}: {describe_scores(metrics[t])} on its own classes -> {self.pool.expert_path(t)}")
         resume.unlink(missing_ok=True)
         return scores
 
@@ -312,15 +369,32 @@ class Preprocessor:
         return {"history_path": self.pretrained_dir / f"{name}.history.csv",
                 "evaluate": lambda: {"test_top1_pct": self._top1(model)}}
 
-    def _top1(self, model) -> float:
-        logits, labels = predict(model, self.test_loader(), self.device, self.amp, desc="test")
+    def _top1(self, model, split: str = "test") -> float:
+        loader = self.profile.eval_loader(self.eval_set(split))
+        logits, labels = predict(model, loader, self.device, self.amp, desc=split)
         return accuracy_pct(logits.argmax(1), labels)
 
-    def _own_class_accuracy(self, library, experts) -> dict[str, float]:
+    def _scores(self, model, test_acc: float) -> dict:
+        """A stage's stored metrics: test top-1 (already computed), and validation top-1 with a split."""
+        scores = {"test_top1_pct": test_acc}
+        if self.validation:
+            scores["val_top1_pct"] = self._top1(model, "val")
+            print(f"validation top-1 {scores['val_top1_pct']:.2f}%")
+        return scores
+
+    def own_class_metrics(self, library, experts) -> dict[str, dict[str, float]]:
+        """Each expert's top-1 on its own classes, on every split of `score_on` (stored as metrics)."""
+        out = {t: {} for t in experts}
+        for split in self.score_on:
+            for t, acc in self._own_class_accuracy(library, experts, split).items():
+                out[t][OWN_CLASS_KEYS[split]] = acc
+        return out
+
+    def _own_class_accuracy(self, library, experts, split: str = "test") -> dict[str, float]:
         hierarchy = self.profile.hierarchy
         classes = sorted(c for t in experts for c in hierarchy[t])
-        loader = self.profile.eval_loader(self.data[1].subset(classes))
-        logits, labels = expert_logits(library, dict(experts), loader, self.device, self.amp, desc="test")
+        loader = self.profile.eval_loader(self.eval_set(split).subset(classes))
+        logits, labels = expert_logits(library, dict(experts), loader, self.device, self.amp, desc=split)
         scores = {}
         for t in experts:
             ids = torch.tensor(hierarchy[t])

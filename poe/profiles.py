@@ -60,6 +60,7 @@ class BudgetPreset:
     architecture: object = None        # None: the profile's
     cache_views: int | None = None     # default views of the expert feature cache; None: the profile's
     amp_default: str | None = None     # default --amp; None: the profile's
+    val_per_class: int | None = None   # default validation hold-out per class (poe.split); None: the profile's
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Profile:
     wnids: list[str] = field(default_factory=list)  # ImageNet synset ids of the classes, where they have them
     cache_views: int = DEFAULT_CACHE_VIEWS  # default views of the expert feature cache (poe.extract)
     budget_presets: dict[str, BudgetPreset] = field(default_factory=dict)  # --budget NAME besides "paper"
+    val_per_class: int = 0             # default validation hold-out per class (poe.split); 0: none
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -129,7 +131,9 @@ class Profile:
         return dataclasses.replace(self, budgets={**self.budgets, **preset.budgets},
                                    architecture=preset.architecture or self.architecture,
                                    cache_views=preset.cache_views or self.cache_views,
-                                   amp_default=preset.amp_default or self.amp_default)
+                                   amp_default=preset.amp_default or self.amp_default,
+                                   val_per_class=self.val_per_class if preset.val_per_class is None
+                                   else preset.val_per_class)
 
     def with_task_file(self, path) -> "Profile":
         """This profile with the user's own primitive tasks from `path` (see poe/task_file.py) added

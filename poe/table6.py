@@ -25,6 +25,8 @@ from .losses import EXPERT_LOSSES
 from .pool import Pool, atomic_write_bytes
 from .preprocess import PROJECT_ROOT, Preprocessor, library_fingerprint
 from .profiles import Budget, Profile, get_profile
+from .split import ValidationSplit, check_same, recorded_split
+from .teachers import ORACLE_TEACHERS
 
 VARIANTS = EXPERT_LOSSES  # ("soft", "scale", "soft+scale"): one pool each
 VARIANT_LABELS = {"soft": "L_soft only", "scale": "L_scale only", "soft+scale": "L_soft + L_scale"}
@@ -87,7 +89,7 @@ def prepare_pools(profile: Profile, root: Path, tasks: list[str], *, library_sou
 
     oracle_path = Path(pretrained_dir) / "oracle.pt"
     pretrained = getattr(profile.architecture, "pretrained", False)  # e.g. ImageNet: torchvision's Oracle
-    if teacher == "oracle" and any(todo.values()) and not pretrained and not oracle_path.is_file():
+    if teacher in ORACLE_TEACHERS and any(todo.values()) and not pretrained and not oracle_path.is_file():
         # Preprocessor.oracle would train one (hours); for this study the teacher must already exist.
         raise PoEError(f"no Oracle checkpoint at {oracle_path}: build it with python Run_preprocessing.py "
                        f"--dataset {profile.name}, pass --pretrained_db, or use --teacher library-student")
@@ -147,9 +149,28 @@ def default_label(pool: Pool, loss) -> str:
     return pool.root.name
 
 
+def validation_images(pool: Pool, tasks: list[str], train, wanted: dict | None, asked: int | None):
+    """The validation images the pool's experts were held out from (their recorded split). A pool
+    that records none was trained on every training image: scoring it on a 'validation' split would
+    score it on images it saw, so that is refused."""
+    recorded = recorded_split(pool.manifest().get("experts", {}), tasks, str(pool.root))
+    if not recorded:
+        raise PoEError(f"{pool.root} records no validation split (its experts saw every training image): "
+                       "score it with --score_on test")
+    if asked is not None or wanted is not None:
+        check_same(recorded, wanted, str(pool.root))
+    split = ValidationSplit.from_meta(recorded)
+    if split.describe(train)["digest"] != recorded["digest"]:
+        raise PoEError(f"{pool.root}'s validation split does not match these training images (another copy "
+                       "of the dataset?)")
+    return split.apply(train)[1]
+
+
 def evaluate_pool(pool: Pool, tasks: list[str], test, *, label: str | None = None, device="cpu",
-                  amp="none") -> dict:
-    """One row of the table: mean cross-expert share and accuracy per n(Q) over all combinations."""
+                  amp="none", split: str = "test", tag: bool = False) -> dict:
+    """One row of the table: mean cross-expert share and accuracy per n(Q) over all combinations,
+    on `test` (the test set, or the pool's validation split: `split` says which; `tag` adds it to
+    the label)."""
     profile = pool.profile
     missing = [t for t in tasks if not pool.has_expert(t)]
     if missing:
@@ -161,11 +182,17 @@ def evaluate_pool(pool: Pool, tasks: list[str], test, *, label: str | None = Non
     provenance = pool_provenance(pool, tasks, library)
     experts = {t: pool.load_expert(t).to(device) for t in tasks}
     classes = sorted(c for t in tasks for c in profile.hierarchy[t])
-    label = label or default_label(pool, provenance["loss"])
+    label = (label or default_label(pool, provenance["loss"])) + (f" [{split}]" if tag else "")
     logits, labels = expert_logits(library.to(device), experts, profile.eval_loader(test.subset(classes)),
                                    device, amp, desc=f"logits: {label}")
     summary = score_all_combinations(logits, labels, profile.hierarchy, tasks, sizes_for(len(tasks)))
-    return {"label": label, "db": str(pool.root), "layout": pool.layout, **provenance,
+    own = {}  # each expert alone on its own classes' images (the n(Q)=1 query)
+    for t in tasks:
+        ids = torch.tensor(profile.hierarchy[t])
+        mask = torch.isin(labels, ids)
+        own[t] = 100.0 * (ids[logits[t][mask].argmax(1)] == labels[mask]).float().mean().item()
+    return {"label": label, "db": str(pool.root), "layout": pool.layout, "split": split, **provenance,
+            "own_class_pct": own,
             "cross_expert_pct": {str(n): s["cross_expert_pct"] for n, s in summary.items()},
             "accuracy_pct": {str(n): s["accuracy_pct"] for n, s in summary.items()},
             "combinations": {str(n): s["combinations"] for n, s in summary.items()},
