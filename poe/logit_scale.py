@@ -1,0 +1,177 @@
+"""Each expert's logit offset and scale against its teacher's: the measurement behind Table 6.
+
+The paper (Section 4.2) argues that experts trained apart cross each other's classes when their
+logits live on different scales: a task model takes the argmax over the concatenated logits of
+its experts, so an expert whose logits sit higher, or spread wider, wins images of other tasks.
+L_scale pins each expert's logits to the teacher's; L_soft (softmax at T=4) only sees differences
+between logits, so an expert trained with it alone may drift in offset and scale.
+
+For every expert, on the images of its own classes (the validation split the pool records, or the
+test set), per image: offset = mean of the expert's logits over its classes, scale = their
+standard deviation over its classes; the same for the teacher's logits of those classes. The
+report gives the mean and spread (over images) of both, per expert and pooled.
+
+    python -m poe.logit_scale --dataset cifar100 --data_root DIR --db POOL --label soft [--db ...] \\
+        --pretrained_db DB_pretrained/cifar100 --teacher oracle --score_on val --json OUT.json
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .cli import ArgumentParser, run, setup_torch, write_report_files
+from .evaluate import autocast
+from .pool import Pool, atomic_write_bytes
+from .teachers import ORACLE_TEACHERS, TEACHERS, oracle_teacher
+
+
+def _moments(values: torch.Tensor) -> dict:
+    return {"mean": values.mean().item(), "std": values.std().item()}
+
+
+@torch.no_grad()
+def logit_statistics(pool: Pool, tasks: list[str], images, teacher, teacher_from_features: bool, *,
+                     device="cpu", amp="none") -> dict:
+    """{task: {"expert": {"offset", "scale"}, "teacher": {...}, "images"}} on `images` of the task's classes;
+    offset and scale each as {"mean", "std"} over images."""
+    profile = pool.profile
+    library = pool.load_library().to(device).eval()
+    teacher = teacher.to(device).eval()
+    out = {}
+    for t in tasks:
+        ids = profile.hierarchy[t]
+        expert = pool.load_expert(t).to(device).eval()
+        zs_e, zs_t = [], []
+        for x, _ in profile.eval_loader(images.subset(ids)):
+            x = x.to(device)
+            with autocast(device, amp):
+                features = library(x)
+                z_e = expert(features)
+                z_t = teacher(features) if teacher_from_features else teacher(x)
+            zs_e.append(z_e.float().cpu())
+            zs_t.append(z_t.float().cpu()[:, ids])
+        z_e, z_t = torch.cat(zs_e), torch.cat(zs_t)
+        out[t] = {"images": len(z_e),
+                  "expert": {"offset": _moments(z_e.mean(1)), "scale": _moments(z_e.std(1))},
+                  "teacher": {"offset": _moments(z_t.mean(1)), "scale": _moments(z_t.std(1))}}
+    return out
+
+
+def pooled(stats: dict) -> dict:
+    """Means over the experts (weighted alike) of each quantity, and the spread of the experts' mean
+    offsets: how far apart the experts' logits sit, the thing that makes argmax cross experts."""
+    def avg(who, what):
+        return sum(s[who][what]["mean"] for s in stats.values()) / len(stats)
+
+    def spread(who, what):
+        return torch.tensor([s[who][what]["mean"] for s in stats.values()]).std().item()
+
+    return {who: {"offset": avg(who, "offset"), "scale": avg(who, "scale"),
+                  "offset_spread_across_experts": spread(who, "offset"),
+                  "scale_spread_across_experts": spread(who, "scale")} for who in ("expert", "teacher")}
+
+
+def markdown(doc: dict) -> str:
+    lines = ["| pool | expert | offset: expert / teacher | scale: expert / teacher | scale ratio |",
+             "|---|---|---:|---:|---:|"]
+    for row in doc["rows"]:
+        for t, s in row["experts"].items():
+            e, te = s["expert"], s["teacher"]
+            lines.append(f"| {row['label']} | {t} | {e['offset']['mean']:.2f} ± {e['offset']['std']:.2f} / "
+                         f"{te['offset']['mean']:.2f} ± {te['offset']['std']:.2f} | "
+                         f"{e['scale']['mean']:.2f} ± {e['scale']['std']:.2f} / "
+                         f"{te['scale']['mean']:.2f} ± {te['scale']['std']:.2f} | "
+                         f"{e['scale']['mean'] / te['scale']['mean']:.2f} |")
+    lines += ["", "| pool | mean offset: expert / teacher | spread of the experts' offsets: expert / teacher | "
+                  "mean scale: expert / teacher |", "|---|---:|---:|---:|"]
+    for row in doc["rows"]:
+        p = row["pooled"]
+        lines.append(f"| {row['label']} | {p['expert']['offset']:.2f} / {p['teacher']['offset']:.2f} | "
+                     f"{p['expert']['offset_spread_across_experts']:.2f} / "
+                     f"{p['teacher']['offset_spread_across_experts']:.2f} | "
+                     f"{p['expert']['scale']:.2f} / {p['teacher']['scale']:.2f} |")
+    return "\n".join(lines) + (
+        f"\n\nOn the {doc['split']} images of each expert's own classes; teacher: {doc['teacher']}. Offset: the "
+        "mean of an expert's logits over its classes, per image; scale: their standard deviation over its "
+        "classes, per image; mean ± standard deviation over images.\n")
+
+
+def plot(doc: dict, path: Path) -> str:
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.8))
+    axes = fig.subplots(1, 2)
+    for ax, what in zip(axes, ("offset", "scale")):
+        tasks = list(doc["rows"][0]["experts"])
+        width = 0.8 / (len(doc["rows"]) + 1)
+        xs = torch.arange(len(tasks)).float()
+        teacher = [doc["rows"][0]["experts"][t]["teacher"][what]["mean"] for t in tasks]
+        ax.bar(xs, teacher, width, color="0.6", label=f"teacher ({doc['teacher']})")
+        for i, row in enumerate(doc["rows"], 1):
+            ax.bar(xs + i * width, [row["experts"][t]["expert"][what]["mean"] for t in tasks], width, label=row["label"])
+        ax.set_xticks((xs + 0.4 - width / 2).tolist(), [t[:12] for t in tasks], rotation=30, fontsize=7)
+        ax.set_title(f"logit {what} on own classes ({doc['split']})", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    return f"plot          : {path}"
+
+
+def main(argv=None) -> None:
+    from .preprocess import Preprocessor, default_pretrained_dir
+    from .table6 import validation_images
+
+    from .profiles import REGISTRY, get_profile
+    from .train import pick_amp, pick_device
+
+    p = ArgumentParser(description="Each expert's logit offset and scale on its own classes, against its teacher's.")
+    p.add_argument("--dataset", default="cifar100", choices=sorted(REGISTRY))
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--db", action="append", required=True, metavar="DIR", help="a pool (repeatable)")
+    p.add_argument("--label", action="append", default=[], help="a name per --db, in order")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="none", choices=["auto", "none", "bf16"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--teacher", default="oracle", choices=TEACHERS)
+    p.add_argument("--pretrained_db", default=None, help="folder holding oracle.pt; default DB_pretrained/<dataset>")
+    p.add_argument("--tasks", nargs="+", default=None)
+    p.add_argument("--score_on", default="val", choices=["val", "test"])
+    p.add_argument("--json", default=None)
+    p.add_argument("--markdown", default=None)
+    p.add_argument("--plot", default=None)
+    args = p.parse_args(argv)
+    setup_torch(args)
+    profile = get_profile(args.dataset)
+    device = pick_device(args.device)
+    amp = pick_amp(args.amp, device)
+    dbs = args.db
+    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+    train, test = profile.load(args.data_root, False)
+    pools = [Pool(d, profile) for d in dbs]
+    pre = Preprocessor(profile, pools[0], Path(args.pretrained_db or default_pretrained_dir(profile)),
+                       data_root=args.data_root, download=False, batch_size=profile.batch_size,
+                       budgets=profile.budgets, device=device, amp=amp, seed=0)
+    if args.teacher in ORACLE_TEACHERS:
+        teacher, from_features = oracle_teacher(args.teacher, pre.oracle()), False
+    else:
+        teacher, from_features = pools[0].load_student_head(), True
+    rows = []
+    for i, pool in enumerate(pools):
+        images = test if args.score_on == "test" else validation_images(pool, tasks, train, None, None)
+        stats = logit_statistics(pool, tasks, images, teacher, from_features, device=device, amp=amp)
+        label = args.label[i] if i < len(args.label) else pool.root.name
+        rows.append({"label": label, "db": str(pool.root), "experts": stats, "pooled": pooled(stats)})
+    doc = {"dataset": profile.name, "split": args.score_on, "teacher": args.teacher, "rows": rows}
+    text = markdown(doc)
+    print(text)
+    write_report_files(args, doc, text, plot)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
