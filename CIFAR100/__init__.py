@@ -35,7 +35,6 @@ CPU_BUDGET = BudgetPreset(
              "library": Budget(20, 0.1, (), schedule="cosine", batch_size=128),
              "expert": Budget(10, 0.1, (4, 8))},
     cache_views=5,
-    val_per_class=50,  # 5,000 of the 50,000 training images held out: settings are compared on them
     amp_default="auto",  # bf16 where the CPU has bf16 units (3-10x faster here)
 )
 

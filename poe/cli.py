@@ -114,8 +114,8 @@ def add_validation_args(parser: argparse.ArgumentParser, *, scoring: bool = True
     """The validation split's flags (poe/split.py): Run_preprocessing.py, Run_Table6.py."""
     parser.add_argument("--val_per_class", "--val-per-class", type=int, default=None, metavar="N",
                         help="hold out N training images of every class as a validation split, never trained on, "
-                             "recorded in what is stored (default: the budget's: 0 for the paper's, which trains on "
-                             "every image; 50 for cifar100 --budget cpu)")
+                             "recorded in what is stored (default: the budget preset's, else 0: every training image "
+                             "is trained on, as in the paper)")
     parser.add_argument("--val_seed", "--val-seed", type=int, default=0, help="seed of the validation split (default 0)")
     if scoring:
         parser.add_argument("--score_on", "--score-on", nargs="+", default=None, choices=["val", "test"],

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # How results/pool_ablation_cifar100.{md,json,png} were made: what holds our CPU-budget pool back.
 # Every cell trains the six experts on the released library (DB_PoE/cifar100) with the released
-# Oracle (DB_pretrained/cifar100) as teacher unless it says otherwise, holding out the cpu budget's
-# validation split (50 images per class, seed 0), and scores them on that split only (--score_on val):
+# Oracle (DB_pretrained/cifar100) as teacher unless it says otherwise, holding out a validation split
+# of 50 training images per class (seed 0), and scores them on that split only (--score_on val):
 # the test set is not read here. One setting changes per cell against `base` (10 epochs x0.1 at 4/8,
 # batch 512, 1 cached view, seed 0). One cached view, not the preset's 5: on a 2-core CPU without
 # bf16 units a view costs about 10 minutes of Oracle forwards, and `v2` measures what views give.
@@ -22,7 +22,7 @@ cell() {  # cell NAME [flags...]: one pool of six experts
     echo "== cell $name: $* ($(date +%H:%M:%S))"
     python Run_preprocessing.py --dataset cifar100 --data_root "$DATA" --budget cpu \
         --pretrained_db DB_pretrained/cifar100 --library_from DB_PoE/cifar100 --db "$ROOT/$name" \
-        --cache_dir "$CACHE" --score_on val --cache_views 1 "$@"
+        --cache_dir "$CACHE" --val_per_class 50 --val_seed 0 --score_on val --cache_views 1 "$@"
 }
 
 for c in $CELLS; do
