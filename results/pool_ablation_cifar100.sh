@@ -15,7 +15,7 @@ DATA=${DATA:-../shared/data}
 ROOT=${ROOT:-DB_PoE/cifar100_ablation}
 CACHE=${CACHE:-DB_PoE/cifar100_ablation/feature_cache}
 AUTHORS=${AUTHORS:-../shared/reference/poe-authors/CIFAR100}
-CELLS=${CELLS:-base e30 seed1 v2 authors_library flip}
+CELLS=${CELLS:-base seed1 e30 v2 authors_library soft scale b128 flip}
 
 cell() {  # cell NAME [flags...]: one pool of six experts
     local name=$1; shift
@@ -33,6 +33,9 @@ for c in $CELLS; do
         flip) cell flip --teacher oracle-flip ;;            # Oracle logits averaged over a flip
         authors_library) cell authors_library --library_from "$AUTHORS" ;;  # library quality, same teacher
         v2) cell v2 --cache_views 2 ;;
+        soft) cell soft --expert_loss soft ;;               # Table 6's rows: the losses apart
+        scale) cell scale --expert_loss scale ;;
+        b128) cell b128 --batch_size 128 ;;
         *) echo "unknown cell $c" >&2; exit 2 ;;
     esac
 done
@@ -43,4 +46,14 @@ for c in $CELLS; do args+=(--db "$ROOT/$c" --label "$c"); done
 python Run_Table6.py --dataset cifar100 --data_root "$DATA" --amp none --score_on val "${args[@]}" \
     --json "$ROOT/table6_val.json"
 python -m poe.ablation --table6 "$ROOT/table6_val.json" --json results/pool_ablation_cifar100.json \
-    --markdown results/pool_ablation_cifar100.md
+    --markdown results/pool_ablation_cifar100_cells.md
+# Table 6's three losses on validation, and why they cross: each expert's logit offset and scale
+# against the Oracle's (base is the L_soft + L_scale pool).
+python Run_Table6.py --dataset cifar100 --data_root "$DATA" --amp none --score_on val \
+    --db "$ROOT/soft" --label "L_soft only" --db "$ROOT/scale" --label "L_scale only" \
+    --db "$ROOT/base" --label "L_soft + L_scale" \
+    --json results/pool_ablation_cifar100_table6.json --markdown results/pool_ablation_cifar100_table6.md
+python -m poe.logit_scale --dataset cifar100 --data_root "$DATA" --pretrained_db DB_pretrained/cifar100 \
+    --teacher oracle --score_on val --db "$ROOT/soft" --label "L_soft only" --db "$ROOT/scale" \
+    --label "L_scale only" --db "$ROOT/base" --label "L_soft + L_scale" \
+    --json results/pool_ablation_cifar100_logits.json --markdown results/pool_ablation_cifar100_logits.md
