@@ -60,3 +60,21 @@ def test_the_service_answers_from_it_with_the_reported_accuracy(cifar_root, tmp_
     assert got["tasks"] == expected["tasks"] and got["images"] == expected["images"] == 1500
     # Another CPU's kernels may round differently and flip a borderline image or two.
     assert got["accuracy_pct"] == pytest.approx(expected["accuracy_pct"], abs=0.2)
+
+
+def test_the_released_pool_is_what_the_cpu_budget_builds():
+    """Read from the files' own metadata: `Run_preprocessing.py --budget cpu` on this pool has
+    nothing to do (the same Oracle and student budgets, the experts' budget, cached views and
+    validation split), so one command reproduces it."""
+    preset = PROFILE.with_budget("cpu")
+    pre = Preprocessor(preset, Pool(POOL, preset), PRETRAINED, data_root=None, download=False, batch_size=512,
+                       budgets=preset.budgets, device=torch.device("cpu"), amp="none", seed=0)
+    for name, stage in (("oracle", "oracle"), ("library_student", "library")):
+        meta = torch.load(PRETRAINED / f"{name}.pt", weights_only=True)["meta"]
+        assert {k: meta["budget"][k] for k in ("epochs", "lr", "schedule", "batch_size")} == \
+            {k: pre._budget_meta(stage)[k] for k in ("epochs", "lr", "schedule", "batch_size")}
+    for task in PROFILE.default_tasks:
+        entry = pre.pool.manifest()["experts"][task]
+        assert entry["budget"] == pre._budget_meta("expert")
+        assert entry["extraction"]["views"] == preset.cache_views
+        assert (entry.get("validation") or {}).get("per_class", 0) == preset.val_per_class
