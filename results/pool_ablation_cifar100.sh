@@ -40,6 +40,8 @@ for c in $CELLS; do
     esac
 done
 
+# (Run so far, 2026-11-30: CELLS="base seed1 e30 v2 b128"; the Table 6 and logit steps below need
+# the soft and scale cells.)
 # Mean PoE accuracy and cross-expert share over all combinations, n(Q)=2..5, on the validation split.
 args=()
 for c in $CELLS; do args+=(--db "$ROOT/$c" --label "$c"); done
