@@ -165,6 +165,24 @@ def broadcast(obj):
     return box[0]
 
 
+@torch.no_grad()
+def sync_from_main(model: nn.Module) -> None:
+    """Every rank's `model` becomes rank 0's, parameters and buffers. After DDP training the
+    parameters agree, but each rank's BatchNorm running statistics are those of its own last batch
+    (DDP broadcasts rank 0's at the start of a forward, not after it): without this the ranks would
+    go on with different models (teachers, cache keys) from the one rank 0 stores."""
+    if world().size == 1:
+        return
+    device = _device()
+    for value in model.state_dict().values():
+        if value.device == device:
+            dist.broadcast(value, src=0)
+        else:  # e.g. a CPU tensor in an NCCL group
+            moved = value.to(device)
+            dist.broadcast(moved, src=0)
+            value.copy_(moved)
+
+
 def gather(obj) -> list:
     """Every rank's `obj`, in rank order, on every rank."""
     if world().size == 1:
