@@ -101,13 +101,13 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
     """The first `views` views of the training set in the cache (computed where missing). Under
     torchrun the missing views are divided among the ranks (view k by rank k mod size); then every
     rank reads all of them."""
-    world = distributed.world()
     if len({json.dumps(k, sort_keys=True) for k in distributed.gather(key)}) > 1:
         # Each rank would read its own cache folder, and find the views of the others missing.
         raise PoEError("the processes hold different libraries or teachers (their feature-cache keys differ): "
                        "every rank must train the experts on the same library and teacher")
     cache = FeatureCache(cache_dir, key)
     train = pre.data[0]
+    world = distributed.world()
     missing = distributed.broadcast([k for k in range(views) if not cache.has_view(pre.seed, k)])  # rank 0's list
     todo = distributed.mine(missing, world)
     missing = len(todo)
