@@ -22,7 +22,7 @@ from Demo.synthetic import make_demo  # noqa: E402
 from poe import distributed  # noqa: E402
 from poe.data import ArrayDataset  # noqa: E402
 from poe.pool import Pool  # noqa: E402
-from poe.preprocess import Preprocessor  # noqa: E402
+from poe.preprocess import Preprocessor, library_fingerprint  # noqa: E402
 from poe.profiles import Budget  # noqa: E402
 from poe.train import fit  # noqa: E402
 
@@ -79,6 +79,7 @@ def main(out: Path) -> None:
     profile = small_demo()
     model = initial_oracle(profile)
     history = train_oracle(profile, model, BUDGET, out / "full.resume.pt", history_path=out / "history.csv")
+    models = distributed.gather(library_fingerprint(model))  # each rank's trained model, parameters and buffers
     # An interrupted run (1 of the 2 epochs, resume file kept), then the 2-epoch run resumed from it
     # with other initial weights, which the resume file must replace.
     train_oracle(profile, initial_oracle(profile), dataclasses.replace(BUDGET, epochs=1), out / "part.resume.pt")
@@ -87,7 +88,8 @@ def main(out: Path) -> None:
     scores = experts(profile, out)
     if world.is_main:
         torch.save({"world_size": world.size, "oracle": model.state_dict(), "history": history,
-                    "resumed": resumed.state_dict(), "expert_scores": scores}, out / "result.pt")
+                    "resumed": resumed.state_dict(), "expert_scores": scores,
+                    "rank_models": models}, out / "result.pt")
 
 
 if __name__ == "__main__":

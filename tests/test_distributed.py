@@ -81,6 +81,7 @@ def two_processes(tmp_path_factory):
     return out, proc, torch.load(out / "result.pt", weights_only=True)
 
 
+@pytest.mark.slow  # torchrun
 def test_two_processes_train_the_single_process_model(two_processes, tmp_path):
     out, proc, ddp = two_processes
     assert ddp["world_size"] == 2
@@ -109,12 +110,22 @@ def test_two_processes_train_the_single_process_model(two_processes, tmp_path):
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=5e-3)
 
 
+@pytest.mark.slow  # torchrun
+def test_every_rank_ends_training_with_rank_zeros_model(two_processes):
+    """BatchNorm running statistics included: each rank's own last batch must not leave it another
+    model (another teacher, another feature-cache key) than the one rank 0 stores."""
+    _, _, ddp = two_processes
+    assert len(ddp["rank_models"]) == 2 and len(set(ddp["rank_models"])) == 1
+
+
+@pytest.mark.slow  # torchrun
 def test_distributed_resume_gives_the_uninterrupted_weights(two_processes):
     _, _, ddp = two_processes
     for key, value in ddp["oracle"].items():
         torch.testing.assert_close(ddp["resumed"][key], value, atol=1e-6, rtol=1e-5, msg=key)
 
 
+@pytest.mark.slow  # torchrun
 def test_rank_zero_alone_prints_and_writes(two_processes):
     out, proc, _ = two_processes
     assert proc.stdout.count("oracle epoch 2/2") == 2  # the full and the resumed run, once each: rank 0
@@ -123,6 +134,7 @@ def test_rank_zero_alone_prints_and_writes(two_processes):
     assert not list(out.glob("*rank1*history*"))  # data-parallel stages: one history, rank 0's
 
 
+@pytest.mark.slow  # torchrun
 def test_experts_divided_among_ranks_equal_single_process_experts(two_processes, tmp_path):
     out, _, ddp = two_processes
     tasks = ddp_worker.TASKS
