@@ -50,6 +50,7 @@ def test_preprocessing_fills_the_db_and_is_skipped_when_rerun(built, capsys):
     assert "already in the pool: rings, disks, stripes" in out and not re.search(r"epoch \d+/\d+:", out)  # no training
 
 
+@pytest.mark.slow  # a subprocess runs the export
 def test_service_reports_and_exports_a_standalone_model(built, capsys, tmp_path):
     root, _ = built
     report_path, model_path = tmp_path / "report.json", tmp_path / "model.pt2"
