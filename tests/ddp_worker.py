@@ -9,6 +9,7 @@ experts trained from the feature cache (tasks and views divided among the ranks)
 OUT/result.pt; the experts go into the pool OUT/pool.
 """
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,19 @@ from poe.pool import Pool  # noqa: E402
 from poe.preprocess import Preprocessor, library_fingerprint  # noqa: E402
 from poe.profiles import Budget  # noqa: E402
 from poe.train import fit  # noqa: E402
+
+# Every file the project writes lands by os.replace (atomic writes, feature-cache views): logged per
+# rank, so the test sees which rank wrote what.
+WRITTEN = []
+_replace = os.replace
+
+
+def logged_replace(src, dst, *args, **kwargs):
+    WRITTEN.append(str(dst))
+    return _replace(src, dst, *args, **kwargs)
+
+
+os.replace = logged_replace
 
 BATCH = 64           # the global batch, whatever the number of processes
 TRAIN_IMAGES = 149   # 64 + 64 + 21: the last batch splits unevenly (11 + 10) over 2 processes
@@ -86,10 +100,11 @@ def main(out: Path) -> None:
     resumed = initial_oracle(profile, seed=5)
     train_oracle(profile, resumed, BUDGET, out / "part.resume.pt")
     scores = experts(profile, out)
+    written = [[str(Path(p).relative_to(out)) for p in paths] for paths in distributed.gather(WRITTEN)]
     if world.is_main:
         torch.save({"world_size": world.size, "oracle": model.state_dict(), "history": history,
                     "resumed": resumed.state_dict(), "expert_scores": scores,
-                    "rank_models": models}, out / "result.pt")
+                    "rank_models": models, "written": written}, out / "result.pt")
 
 
 if __name__ == "__main__":

@@ -135,6 +135,26 @@ def test_rank_zero_alone_prints_and_writes(two_processes):
 
 
 @pytest.mark.slow  # torchrun
+def test_rank_one_writes_only_its_own_files(two_processes):
+    """Shared files (resume files, histories, the library, checkpoints of data-parallel stages) are
+    rank 0's; rank 1 writes the experts it trained, their manifest entries (under the manifest's
+    lock), its own resume file and history, and the cache view it built (view 1 of 2, with the
+    cache's key file, the same on every rank)."""
+    _, _, ddp = two_processes
+    rank0, rank1 = ddp["written"]
+    assert "full.resume.pt" in rank0 and "history.csv" in rank0 and "pool/library.pt" in rank0
+    mine = set(ddp_worker.TASKS[1::2])  # rank 1's share of the tasks
+    allowed = {f"pool/experts/{t}.pt" for t in mine} | {"pool/manifest.json", "pool/experts.rank1of2.history.csv",
+                                                        "pool/experts.rank1of2.history.png",
+                                                        "pool/experts.cache.rank1of2.resume.pt"}
+    for path in rank1:
+        view = path.startswith("pool/feature_cache/") and ("/seed3-view1/" in path or path.endswith("/key.json"))
+        assert path in allowed or view, f"rank 1 wrote {path}"
+    assert {p for p in rank1 if p.startswith("pool/experts/")} == {f"pool/experts/{t}.pt" for t in mine}
+    assert any("/seed3-view1/" in p for p in rank1) and not any("/seed3-view0/" in p for p in rank1)
+
+
+@pytest.mark.slow  # torchrun
 def test_experts_divided_among_ranks_equal_single_process_experts(two_processes, tmp_path):
     out, _, ddp = two_processes
     tasks = ddp_worker.TASKS
