@@ -5,7 +5,8 @@
 
 On a few real demo images: (1) a WRN-16-1 (the demo's library student, with BatchNorm) trained as
 an Oracle by poe.train.fit for 2 epochs at a global batch of 64; (2) an interrupted run resumed to the same 2 epochs; (3) three
-experts trained from the feature cache (tasks and views divided among the ranks). Rank 0 writes
+experts trained from the feature cache (tasks and views divided among the ranks), and (4) the same
+experts trained live (tasks divided among the ranks). Rank 0 writes
 OUT/result.pt; the experts go into the pool OUT/pool.
 """
 import dataclasses
@@ -70,9 +71,10 @@ def train_oracle(profile, model, budget, resume_path, loss=None, history_path=No
                device=torch.device("cpu"), desc="oracle", history_path=history_path)
 
 
-def experts(profile, root: Path):
-    """Three experts from the feature cache into the pool root/pool (random library, student head as teacher)."""
-    pool = Pool(root / "pool", profile)
+def experts(profile, root: Path, source: str = "cache", folder: str = "pool"):
+    """Three experts into the pool root/<folder> (random library, student head as teacher), from the
+    feature cache or live (library and teacher recomputed every batch)."""
+    pool = Pool(root / folder, profile)
 
     def save():
         torch.manual_seed(1)
@@ -82,7 +84,7 @@ def experts(profile, root: Path):
     distributed.main_writes(save)
     pre = Preprocessor(profile, pool, root / "pre", data_root=None, download=False, batch_size=BATCH,
                        budgets={**profile.budgets, "expert": Budget(2, 0.1, (1,))}, device=torch.device("cpu"),
-                       amp="none", seed=3, expert_source="cache", cache_views=2, cache_dtype="float32")
+                       amp="none", seed=3, expert_source=source, cache_views=2, cache_dtype="float32")
     return pre.experts(TASKS, "soft+scale", "library-student", None)
 
 
@@ -101,10 +103,12 @@ def main(out: Path) -> None:
     train_oracle(profile, resumed, BUDGET, out / "part.resume.pt")
     scores = experts(profile, out)
     written = [[str(Path(p).relative_to(out)) for p in paths] for paths in distributed.gather(WRITTEN)]
+    live_scores = experts(profile, out, source="live", folder="pool_live")
     if world.is_main:
         torch.save({"world_size": world.size, "oracle": model.state_dict(), "history": history,
                     "resumed": resumed.state_dict(), "expert_scores": scores,
-                    "rank_models": models, "written": written}, out / "result.pt")
+                    "rank_models": models, "written": written,
+                    "live_scores": live_scores}, out / "result.pt")
 
 
 if __name__ == "__main__":

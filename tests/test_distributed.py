@@ -175,3 +175,21 @@ def test_experts_divided_among_ranks_equal_single_process_experts(two_processes,
         assert ddp["expert_scores"][t] == pytest.approx(alone[t])
     assert not list(pool.root.rglob("*.tmp")) and not list(pool.root.rglob("*.lock"))
 
+
+@pytest.mark.slow  # torchrun
+def test_live_experts_divided_among_ranks_equal_the_cached_ones(two_processes):
+    """The live path (library and teacher every batch) under torchrun: each rank its share of the
+    tasks, all in the manifest, the same experts as from the cache (epoch e < views reads the live
+    loader's epoch e)."""
+    out, _, ddp = two_processes
+    cached, live = Pool(out / "pool", ddp_worker.small_demo()), Pool(out / "pool_live", ddp_worker.small_demo())
+    assert sorted(live.manifest()["experts"]) == sorted(ddp_worker.TASKS)
+    assert sorted(p.name for p in live.root.glob("experts.rank*of2.history.csv")) == \
+        ["experts.rank0of2.history.csv", "experts.rank1of2.history.csv"]
+    assert ddp["live_scores"] == pytest.approx(ddp["expert_scores"])
+    for t in ddp_worker.TASKS:
+        mine, theirs = live.load_expert(t).state_dict(), cached.load_expert(t).state_dict()
+        for k in theirs:
+            torch.testing.assert_close(mine[k], theirs[k], atol=1e-5, rtol=1e-4, msg=f"{t} {k}")
+    assert not list(live.root.rglob("*.tmp")) and not list(live.root.rglob("*.resume.pt"))
+
