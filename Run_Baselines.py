@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from poe import distributed
 from poe.baselines import METHODS, report, study
 from poe.baselines.query import Query, study_queries
 from poe.baselines.training import Setup, obtain
@@ -137,6 +138,7 @@ def speedups(setup: Setup, methods: list[str]) -> list[str]:
 
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
+    distributed.refuse_launch("Run_Baselines.py", "it trains one model per query and method, each in one process")
     command = shlex.join(["python", "Run_Baselines.py", *(sys.argv[1:] if argv is None else argv)])
     setup_torch(args)
     tic = time.perf_counter()

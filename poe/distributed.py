@@ -54,6 +54,13 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def refuse_launch(tool: str, why: str) -> None:
+    """One clear error line for a tool that does not run under torchrun, before any work (else every
+    rank would run the whole job, each writing the same files)."""
+    if launched():
+        raise PoEError(f"{tool} does not run under torchrun ({why}): start it with python, as one process")
+
+
 def world() -> World:
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
@@ -163,6 +170,24 @@ def broadcast(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@torch.no_grad()
+def sync_from_main(model: nn.Module) -> None:
+    """Every rank's `model` becomes rank 0's, parameters and buffers. After DDP training the
+    parameters agree, but each rank's BatchNorm running statistics are those of its own last batch
+    (DDP broadcasts rank 0's at the start of a forward, not after it): without this the ranks would
+    go on with different models (teachers, cache keys) from the one rank 0 stores."""
+    if world().size == 1:
+        return
+    device = _device()
+    for value in model.state_dict().values():
+        if value.device == device:
+            dist.broadcast(value, src=0)
+        else:  # e.g. a CPU tensor in an NCCL group
+            moved = value.to(device)
+            dist.broadcast(moved, src=0)
+            value.copy_(moved)
 
 
 def gather(obj) -> list:

@@ -12,6 +12,7 @@ with other tasks, or once per loss variant (Table 6 then compares losses from th
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,10 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
     """The first `views` views of the training set in the cache (computed where missing). Under
     torchrun the missing views are divided among the ranks (view k by rank k mod size); then every
     rank reads all of them."""
+    if len({json.dumps(k, sort_keys=True) for k in distributed.gather(key)}) > 1:
+        # Each rank would read its own cache folder, and find the views of the others missing.
+        raise PoEError("the processes hold different libraries or teachers (their feature-cache keys differ): "
+                       "every rank must train the experts on the same library and teacher")
     cache = FeatureCache(cache_dir, key)
     train = pre.data[0]
     world = distributed.world()

@@ -162,6 +162,8 @@ def fit(model: nn.Module, batch_loss, loader, budget: Budget, *, resume_path: st
                                 "signature": signature, "history": history}, resume_path)
         if history_path is not None:
             write_history(history, history_path, desc)
+    if shared:
+        distributed.sync_from_main(model)  # rank 0's BatchNorm statistics: the model it saves, on every rank
     return history
 
 

@@ -41,3 +41,26 @@ def shrink_demo(monkeypatch):
     monkeypatch.setattr(DEMO, "load", lambda data_root=None, download=False: (train, test))
     return DEMO
 
+
+
+# The demo pool that tests/test_end_to_end.py checks (1 epoch per stage, fp32), built once in this
+# process; tests/test_torchrun.py builds the same under torchrun and compares the two.
+DEMO_E2E_TASKS = ["rings", "disks", "stripes"]
+
+
+def demo_e2e_argv(root: Path) -> list[str]:
+    return ["--dataset", "demo", "--db", str(root / "pool"), "--pretrained_db", str(root / "pre"),
+            "--epochs_oracle", "1", "--epochs_library", "1", "--epochs_expert", "1", "--tasks", *DEMO_E2E_TASKS,
+            "--amp", "none"]  # fp32 everywhere: bf16 autocast (the demo's 'auto' on CPUs with bf16) moves the figures
+
+
+@pytest.fixture(scope="session")
+def demo_pool_alone(tmp_path_factory):
+    """(root, argv): root/pool and root/pre built by Run_preprocessing.py in this process."""
+    import Run_preprocessing
+    from poe.cli import run
+
+    root = tmp_path_factory.mktemp("e2e")
+    argv = demo_e2e_argv(root)
+    assert run(Run_preprocessing.main, argv) == 0
+    return root, argv

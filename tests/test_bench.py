@@ -15,6 +15,7 @@ SCRIPTS = {"p1_query_latency.py": "P1 query latency", "p2_fused_throughput.py": 
            "p6_server.py": "P6 query server"}
 
 
+@pytest.mark.slow  # subprocesses
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_bench_script_runs_on_a_tiny_input(script, tmp_path):
     out = tmp_path / "figures.json"

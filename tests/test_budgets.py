@@ -136,3 +136,52 @@ def test_a_budgets_batch_applies_to_its_stage_only(tmp_path):
     pre = tiny_preprocessor(tmp_path)
     assert pre.stage_batch_size("oracle") == 32 and pre.stage_batch_size("expert") == 128
     assert pre._signature("oracle")["batch_size"] == 32 and pre._signature("oracle")["schedule"] == "cosine"
+
+
+def test_the_oracle_is_scored_as_stored_after_its_rounding_to_half(tmp_path, monkeypatch):
+    """The score in oracle.pt is that of the fp16 weights the file holds, not of the fp32 ones before
+    rounding: the last scoring pass (after the per-epoch ones) sees weights fp16 holds exactly."""
+    pre = tiny_preprocessor(tmp_path)
+    rounded = []
+    score = pre._top1
+
+    def scoring(model):
+        rounded.append(all(torch.equal(v, v.half().float()) for v in model.state_dict().values()
+                           if v.is_floating_point()))
+        return score(model)
+
+    monkeypatch.setattr(pre, "_top1", scoring)
+    pre.oracle()
+    assert len(rounded) == TINY.budgets["oracle"].epochs + 1  # each epoch's logged score, then the stored one
+    assert rounded[-1], "the stored Oracle was scored before its rounding to half precision"
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_budget_preset_reaches_every_stage_of_the_run(tmp_path, monkeypatch):
+    """--budget cpu: its Oracle, schedules, batches, cache views and amp reach the Preprocessor the
+    command builds (caught there, before any data is read), unless a flag overrides one."""
+    seen = []
+
+    class Caught(Preprocessor):
+        def __init__(self, profile, *args, **kwargs):
+            super().__init__(profile, *args, **kwargs)
+            seen.append(self)
+            raise Stop
+
+    monkeypatch.setattr(Run_preprocessing, "Preprocessor", Caught)
+    base = ["--dataset", "cifar100", "--budget", "cpu", "--db", str(tmp_path / "pool"), "--pretrained_db",
+            str(tmp_path / "pre"), "--device", "cpu"]
+    for extra in ([], ["--cache_views", "2", "--epochs_expert", "3"]):
+        with pytest.raises(Stop):
+            Run_preprocessing.main(base + extra)
+    preset, overridden = seen
+    assert preset.profile.architecture.oracle_cfg == WRNConfig(16, 4)
+    assert preset.cache_views == 5 and overridden.cache_views == 2
+    assert [preset.budgets[s].epochs for s in ("oracle", "library", "expert")] == [15, 20, 10]
+    assert overridden.budgets["expert"].epochs == 3 and overridden.budgets["oracle"].epochs == 15
+    assert preset.stage_batch_size("oracle") == preset.stage_batch_size("library") == 128
+    assert preset.stage_batch_size("expert") == 512 and preset.budgets["library"].schedule == "cosine"
+    assert preset.amp == Run_preprocessing.pick_amp("auto", torch.device("cpu"))  # the preset's amp: auto

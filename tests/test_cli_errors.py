@@ -101,6 +101,7 @@ def test_cifar_list_without_data(capsys, tmp_path):
     assert code == 0 and len(out.splitlines()) == 20 and "medium-sized_mammals" in out
 
 
+@pytest.mark.slow  # a subprocess
 def test_entry_point_exit_status_and_stderr(pool_dir):
     proc = subprocess.run([sys.executable, str(ROOT / "Run_Service.py"), "--dataset", "demo", "--db", str(pool_dir),
                            "--queriedTask", "nope"], capture_output=True, text=True, cwd=ROOT)

@@ -81,6 +81,7 @@ def two_processes(tmp_path_factory):
     return out, proc, torch.load(out / "result.pt", weights_only=True)
 
 
+@pytest.mark.slow  # torchrun
 def test_two_processes_train_the_single_process_model(two_processes, tmp_path):
     out, proc, ddp = two_processes
     assert ddp["world_size"] == 2
@@ -109,12 +110,22 @@ def test_two_processes_train_the_single_process_model(two_processes, tmp_path):
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=5e-3)
 
 
+@pytest.mark.slow  # torchrun
+def test_every_rank_ends_training_with_rank_zeros_model(two_processes):
+    """BatchNorm running statistics included: each rank's own last batch must not leave it another
+    model (another teacher, another feature-cache key) than the one rank 0 stores."""
+    _, _, ddp = two_processes
+    assert len(ddp["rank_models"]) == 2 and len(set(ddp["rank_models"])) == 1
+
+
+@pytest.mark.slow  # torchrun
 def test_distributed_resume_gives_the_uninterrupted_weights(two_processes):
     _, _, ddp = two_processes
     for key, value in ddp["oracle"].items():
         torch.testing.assert_close(ddp["resumed"][key], value, atol=1e-6, rtol=1e-5, msg=key)
 
 
+@pytest.mark.slow  # torchrun
 def test_rank_zero_alone_prints_and_writes(two_processes):
     out, proc, _ = two_processes
     assert proc.stdout.count("oracle epoch 2/2") == 2  # the full and the resumed run, once each: rank 0
@@ -123,6 +134,27 @@ def test_rank_zero_alone_prints_and_writes(two_processes):
     assert not list(out.glob("*rank1*history*"))  # data-parallel stages: one history, rank 0's
 
 
+@pytest.mark.slow  # torchrun
+def test_rank_one_writes_only_its_own_files(two_processes):
+    """Shared files (resume files, histories, the library, checkpoints of data-parallel stages) are
+    rank 0's; rank 1 writes the experts it trained, their manifest entries (under the manifest's
+    lock), its own resume file and history, and the cache view it built (view 1 of 2, with the
+    cache's key file, the same on every rank)."""
+    _, _, ddp = two_processes
+    rank0, rank1 = ddp["written"]
+    assert "full.resume.pt" in rank0 and "history.csv" in rank0 and "pool/library.pt" in rank0
+    mine = set(ddp_worker.TASKS[1::2])  # rank 1's share of the tasks
+    allowed = {f"pool/experts/{t}.pt" for t in mine} | {"pool/manifest.json", "pool/experts.rank1of2.history.csv",
+                                                        "pool/experts.rank1of2.history.png",
+                                                        "pool/experts.cache.rank1of2.resume.pt"}
+    for path in rank1:
+        view = path.startswith("pool/feature_cache/") and ("/seed3-view1/" in path or path.endswith("/key.json"))
+        assert path in allowed or view, f"rank 1 wrote {path}"
+    assert {p for p in rank1 if p.startswith("pool/experts/")} == {f"pool/experts/{t}.pt" for t in mine}
+    assert any("/seed3-view1/" in p for p in rank1) and not any("/seed3-view0/" in p for p in rank1)
+
+
+@pytest.mark.slow  # torchrun
 def test_experts_divided_among_ranks_equal_single_process_experts(two_processes, tmp_path):
     out, _, ddp = two_processes
     tasks = ddp_worker.TASKS
@@ -142,4 +174,22 @@ def test_experts_divided_among_ranks_equal_single_process_experts(two_processes,
             torch.testing.assert_close(mine[k], theirs[k], atol=1e-6, rtol=1e-5, msg=f"{t} {k}")
         assert ddp["expert_scores"][t] == pytest.approx(alone[t])
     assert not list(pool.root.rglob("*.tmp")) and not list(pool.root.rglob("*.lock"))
+
+
+@pytest.mark.slow  # torchrun
+def test_live_experts_divided_among_ranks_equal_the_cached_ones(two_processes):
+    """The live path (library and teacher every batch) under torchrun: each rank its share of the
+    tasks, all in the manifest, the same experts as from the cache (epoch e < views reads the live
+    loader's epoch e)."""
+    out, _, ddp = two_processes
+    cached, live = Pool(out / "pool", ddp_worker.small_demo()), Pool(out / "pool_live", ddp_worker.small_demo())
+    assert sorted(live.manifest()["experts"]) == sorted(ddp_worker.TASKS)
+    assert sorted(p.name for p in live.root.glob("experts.rank*of2.history.csv")) == \
+        ["experts.rank0of2.history.csv", "experts.rank1of2.history.csv"]
+    assert ddp["live_scores"] == pytest.approx(ddp["expert_scores"])
+    for t in ddp_worker.TASKS:
+        mine, theirs = live.load_expert(t).state_dict(), cached.load_expert(t).state_dict()
+        for k in theirs:
+            torch.testing.assert_close(mine[k], theirs[k], atol=1e-5, rtol=1e-4, msg=f"{t} {k}")
+    assert not list(live.root.rglob("*.tmp")) and not list(live.root.rglob("*.resume.pt"))
 

@@ -10,9 +10,8 @@ import torch
 
 import Run_preprocessing
 import Run_Service
+from conftest import DEMO_E2E_TASKS as TASKS
 from poe.cli import run
-
-TASKS = ["rings", "disks", "stripes"]
 
 # What a correct pipeline reaches at this budget (1 epoch per stage, fp32). Measured with this argv
 # and --seed 0/1/2/3 (seed 0 is the test's; the figures of one seed repeat exactly on one machine):
@@ -27,14 +26,9 @@ TASKS = ["rings", "disks", "stripes"]
 ORACLE_FLOOR, EXPERTS_FLOOR, QUERY_FLOOR = 13.0, 37.0, 14.0
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    argv = ["--dataset", "demo", "--db", str(root / "pool"), "--pretrained_db", str(root / "pre"),
-            "--epochs_oracle", "1", "--epochs_library", "1", "--epochs_expert", "1", "--tasks", *TASKS,
-            "--amp", "none"]  # fp32 everywhere: bf16 autocast (the demo's 'auto' on CPUs with bf16) moves the figures
-    assert run(Run_preprocessing.main, argv) == 0
-    return root, argv
+@pytest.fixture
+def built(demo_pool_alone):  # conftest.py: built once, shared with tests/test_torchrun.py
+    return demo_pool_alone
 
 
 def test_preprocessing_fills_the_db_and_is_skipped_when_rerun(built, capsys):
@@ -56,6 +50,7 @@ def test_preprocessing_fills_the_db_and_is_skipped_when_rerun(built, capsys):
     assert "already in the pool: rings, disks, stripes" in out and not re.search(r"epoch \d+/\d+:", out)  # no training
 
 
+@pytest.mark.slow  # a subprocess runs the export
 def test_service_reports_and_exports_a_standalone_model(built, capsys, tmp_path):
     root, _ = built
     report_path, model_path = tmp_path / "report.json", tmp_path / "model.pt2"

@@ -26,6 +26,16 @@ def randomize_bn(module, seed):
     return module
 
 
+def randomize_biases(module, seed):
+    """Non-zero classifier biases (the networks initialise them to zero): a fused model that dropped
+    the experts' biases must not pass for the plain one."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+    return module
+
+
 def saved_pool(root, profile, model, tasks) -> Pool:
     """A pool folder holding `model`'s library and experts (for `tasks`, in order)."""
     pool = Pool(root, profile)
@@ -38,7 +48,8 @@ def saved_pool(root, profile, model, tasks) -> Pool:
 def random_model(arch, hierarchy, tasks, seed=0):
     torch.manual_seed(seed)
     library = randomize_bn(arch.library(), seed)
-    experts = {t: randomize_bn(arch.expert(len(hierarchy[t])), seed + i + 1) for i, t in enumerate(tasks)}
+    experts = {t: randomize_biases(randomize_bn(arch.expert(len(hierarchy[t])), seed + i + 1), seed + i + 1)
+               for i, t in enumerate(tasks)}
     return consolidate(library, experts, hierarchy)
 
 
@@ -49,6 +60,7 @@ def test_fused_equals_sequential_on_random_networks():
         hierarchy = {"a": [3, 1, 7], "b": [0, 9], "c": [2, 4, 5, 8, 6]}
         for tasks in (["a"], ["c", "a"], ["b", "c", "a"]):
             plain = random_model(arch, hierarchy, tasks).eval()
+            assert all(e.fc.bias.abs().min() > 0 for e in plain.experts)  # a dropped bias would show
             fused = fuse(plain)
             assert isinstance(fused, FusedTaskModel)
             x = torch.randn(5, 3, size, size)

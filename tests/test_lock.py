@@ -73,6 +73,64 @@ def test_holder_refreshes_the_lock_while_it_works(tmp_path):
     lock.release()
 
 
+def test_a_live_lock_of_another_users_process_is_not_taken_over(tmp_path, monkeypatch):
+    """On this host, a holder whose pid we may not signal (another user's process) is alive."""
+    path = plant(tmp_path, host=socket.gethostname(), pid=424242)
+    kill = os.kill
+
+    def kill_as_another_user(pid, sig):
+        if pid == 424242:
+            raise PermissionError(1, "Operation not permitted")
+        return kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", kill_as_another_user)
+    before = path.read_text()
+    assert not FolderLock(tmp_path).try_acquire()
+    with pytest.raises(PoEError, match="pid 424242"):
+        FolderLock(tmp_path).attempt(wait=False)
+    assert path.read_text() == before
+
+
+# Each racer looks at the folder (free), then waits until both have looked, and only then creates the
+# lock file: the interleaving in which only exclusive creation (O_EXCL) keeps the second one out.
+RACER = """
+import json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from poe.lock import FolderLock
+
+ready, go = Path(sys.argv[2]), Path(sys.argv[3])
+look = FolderLock.holder
+
+def look_then_wait(self):
+    record = look(self)
+    (ready / str(os.getpid())).touch()
+    while not go.exists():
+        time.sleep(0.01)
+    return record
+
+FolderLock.holder = look_then_wait
+print(json.dumps(FolderLock(sys.argv[1]).try_acquire()))
+"""
+
+
+@pytest.mark.slow  # subprocesses
+def test_two_processes_racing_for_a_free_lock_get_it_once(tmp_path):
+    ready, go, folder = tmp_path / "ready", tmp_path / "go", tmp_path / "pool"
+    ready.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(folder), str(ready), str(go), str(ROOT)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    end = time.time() + 300
+    while len(list(ready.iterdir())) < 2 and time.time() < end and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    assert len(list(ready.iterdir())) == 2, "the racers never both looked at the lock"
+    go.touch()
+    won = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert sorted(won) == [False, True]
+    holder = json.loads((folder / ".poe-writer.lock").read_text())
+    assert holder["pid"] == procs[won.index(True)].pid
+
+
 @pytest.fixture
 def library_pool(tmp_path):
     return make_pool(tmp_path / "source", PROFILE).root
@@ -95,6 +153,7 @@ def wait_for(path, text, timeout=600):
     raise AssertionError(f"{path} never said {text!r}: {path.read_text()}")
 
 
+@pytest.mark.slow  # subprocesses
 def test_two_writers_on_one_pool(tmp_path, library_pool):
     pool = tmp_path / "pool"
     held = FolderLock(pool)  # a writer that is busy: the two started below must wait for it

@@ -165,6 +165,32 @@ def test_a_retrained_expert_is_picked_up_by_the_next_query(tmp_path):
         assert query(addr, {"tasks": tasks})[0] == 200
 
 
+def test_a_replaced_library_changes_the_served_program(tmp_path):
+    profile, tasks = PROFILE, ["disks", "rings"]
+    pool = saved_pool(tmp_path / "pool", profile, random_model(profile.architecture, profile.hierarchy, tasks), tasks)
+    service = QueryService(pool)
+    first, _ = service.model_file(tasks)
+    pool.save_library(random_model(profile.architecture, profile.hierarchy, tasks, seed=7).library)  # --force library
+    second, _ = service.model_file(tasks)
+    assert second != first and service.exports == 2
+    program, _ = load_program(second)
+    now, _ = build_task_model(pool, tasks, fuse=False)
+    x = torch.randn(3, *profile.input_shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (program(x) - now(x)).abs().max() <= 1e-4
+
+
+def test_the_model_cache_drops_the_least_recently_used_program(pool):
+    service = QueryService(pool, model_cache_bytes=10)
+    service.keep_model("a", b"aaaa")
+    service.keep_model("b", b"bbbb")
+    assert service.kept_model("a") == b"aaaa"  # a used after b: b is now the least recently used
+    service.keep_model("c", b"cccc")           # 12 bytes over the 10 allowed: b goes
+    assert service.kept_model("b") is None and service.kept_model("a") == b"aaaa" and service.kept_model("c") == b"cccc"
+    service.keep_model("d", b"d" * 20)         # over the limit on its own: kept, as the one just built
+    assert list(service.models) == ["d"]
+
+
 BAD_QUERIES = [  # (body, status, words the error names)
     ({"tasks": ["disks", "dragons"]}, 400, ["dragons", "rings"]),
     ({"tasks": ["disks", "reds"]}, 400, ["disks", "reds", "share classes"]),
@@ -175,6 +201,10 @@ BAD_QUERIES = [  # (body, status, words the error names)
     ({"tasks": ["disks", 3]}, 400, ["list of task names"]),
     ({}, 400, ["list of task names"]),
     ({"tasks": ["disks"], "evaluate": "yes"}, 400, ["evaluate"]),
+    ({"tasks": ["disks"], "evaluate": 1}, 400, ["evaluate"]),  # 1 == True in Python, but not a JSON boolean
+    ({"tasks": ["disks"], "evaluate": 0}, 400, ["evaluate"]),
+    ({"tasks": ["disks"], "evaluate": None}, 400, ["evaluate"]),
+    ({"tasks": {"disks": True}}, 400, ["list of task names"]),
     ({"task": ["disks"]}, 400, ["unknown field", "task"]),
     (["disks"], 400, ["JSON object"]),
     ("{not json", 400, ["malformed JSON"]),
@@ -273,6 +303,7 @@ def test_serve_refuses_single_query_flags(pool, capsys):
     assert code == 2 and err.startswith("error: ") and "--queriedTask" in err and "\n" not in err
 
 
+@pytest.mark.slow  # subprocesses
 def test_a_signal_stops_the_server_cleanly_and_frees_its_port(pool):
     """Ctrl-C (SIGINT) and SIGTERM, one server each (started side by side to save time); the
     SIGTERM comes while the server exports a .pt2 (seconds): it finishes that request first."""

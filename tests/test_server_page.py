@@ -49,6 +49,7 @@ def wait_for(driver, condition, timeout=60):
     return WebDriverWait(driver, timeout).until(lambda d: condition(d))
 
 
+@pytest.mark.slow  # a browser
 def test_the_page_builds_a_model_reports_it_and_offers_the_pt2(browser, pool):
     from selenium.webdriver.common.by import By
 
