@@ -70,6 +70,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_root", "--data-root", default="data",
                         help="folder holding the dataset (cifar100: DIR/cifar-100-python/; tinyimagenet: "
                              "DIR/tiny-imagenet-200/ as downloaded; imagenet: DIR/{train,val}/<wnid>/); default ./data")
+    parser.add_argument("--restrict_to", "--restrict-to", nargs="+", default=None, metavar="TASK",
+                        help="use only the classes of these primitive tasks: the dataset cut down to them, networks "
+                             "included (pools named <dataset>-<K>cls); e.g. CIFAR-100's six paper tasks, 30 classes")
     parser.add_argument("--db", default=None,
                         help="pool folder (library + experts); default DB_PoE/<dataset>. A folder in the "
                              "authors' published layout (Library/, Experts/, student_for_library/) is read too")
@@ -108,9 +111,14 @@ def add_feature_cache_args(parser: argparse.ArgumentParser, *, joint: str, db: s
 
 
 def profile_from_args(args):
-    """The --dataset profile, with the --task_file tasks added when given."""
+    """The --dataset profile, with the --task_file tasks added when given, cut down to --restrict_to's
+    classes when given."""
     profile = get_profile(args.dataset)
-    return profile.with_task_file(args.task_file) if args.task_file else profile
+    profile = profile.with_task_file(args.task_file) if args.task_file else profile
+    if getattr(args, "restrict_to", None):
+        from .subset import restrict_to_tasks
+        profile = restrict_to_tasks(profile, args.restrict_to)
+    return profile
 
 
 def setup_torch(args) -> None:
