@@ -308,7 +308,8 @@ def test_bad_folders_are_one_clear_line_and_nothing_is_written(tmp_path, capsys,
     extra = _break(kind, root, tmp_path)
     pool = tmp_path / "pool"
     code = run(Run_preprocessing.main, ["--dataset", "folder", "--data_root", str(root), "--db", str(pool),
-                                        "--epochs_oracle", "1", "--amp", "none", *extra])
+                                        "--budget", "cpu", "--epochs_oracle", "1", "--epochs_library", "1",
+                                        "--epochs_expert", "1", "--amp", "none", *extra])  # a check missed: seconds
     line = one_error_line(capsys.readouterr().err)
     assert code == 2 and re.search(message, line), line
     assert not pool.exists(), "nothing is written"
