@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -353,3 +354,32 @@ def test_restrict_to_keeps_the_tasks_classes_renumbered():
     assert profile.architecture.student().fc.out_features == 6
     with pytest.raises(PoEError, match="--image_size applies to --dataset folder"):
         profile_from_args(namespace(dataset="demo", image_size=32))
+
+
+# -- the proof's premise, on real CIFAR-100 (../shared) ------------------------------------------------------
+def test_the_folder_reader_gives_cifar100s_batches(cifar_root, tmp_path, capsys):
+    """tools/cifar100_to_png.py writes a task's images as PNG; read back with --dataset folder they are
+    the cifar100 profile's (restricted to the task): the same classes in the same order, and, put in the
+    same order and normalised alike, the very same training batches. What the proof
+    (results/folder_vs_cifar100.sh) compares is therefore only the image order and the statistics."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import cifar100_to_png
+    import dataclasses
+
+    from poe.data import ArrayDataset
+
+    assert run(cifar100_to_png.main, ["--data_root", str(cifar_root), "--out", str(tmp_path / "png"),
+                                      "--tasks", "people"]) == 0
+    folder = profile_from_args(namespace(data_root=str(tmp_path / "png"), db=str(tmp_path / "pool")))
+    cifar = profile_from_args(namespace(dataset="cifar100", data_root=str(cifar_root), restrict_to=["people"]))
+    assert folder.class_names == cifar.class_names == ["baby", "boy", "girl", "man", "woman"]
+    assert folder.hierarchy == cifar.hierarchy
+    assert folder.with_budget("cpu").budgets == cifar.with_budget("cpu").budgets
+    assert folder.with_budget("cpu").architecture.describe() == cifar.with_budget("cpu").architecture.describe()
+    (folder_train, folder_test), (cifar_train, cifar_test) = folder.load(tmp_path / "png"), cifar.load(cifar_root)
+    assert len(folder_train) == 2500 and len(folder_test) == 500
+    order = torch.argsort(cifar_train.labels, stable=True)  # the folder's order: class by class, then index
+    same_order = ArrayDataset(cifar_train.images[order], cifar_train.labels[order])
+    alike = dataclasses.replace(folder, mean=cifar.mean, std=cifar.std)
+    batches = list(zip(alike.train_loader(folder_train, 256, seed=5), cifar.train_loader(same_order, 256, seed=5)))
+    assert len(batches) == 10 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in batches)
