@@ -255,6 +255,27 @@ def test_table6_and_baselines_run_on_a_folder_pool(built, capsys):
     assert list((pool / "baselines" / "Transfer").glob("*.pt")), "baselines are kept inside the folder's pool"
 
 
+def test_large_images_with_mobilenet_v2_and_the_users_weights(tmp_path, capsys):
+    """--image_size 96: the ImageNet profile's MobileNetV2 library from the user's --weights (here a
+    random MobileNetV2 with the folder's 10 outputs), experts taught by the library student."""
+    import torchvision
+
+    images = write_folder(tmp_path / "images", per_class=3, val_per_class=1, odd_images=False)
+    torch.save(torchvision.models.mobilenet_v2(num_classes=10).state_dict(), tmp_path / "student.pth")
+    pool = tmp_path / "pool"
+    argv = ["--dataset", "folder", "--data_root", str(images), "--db", str(pool), "--image_size", "96",
+            "--teacher", "library-student", "--epochs_expert", "1", "--tasks", "disks", "--amp", "none"]
+    assert run(Run_preprocessing.main, argv) == 2
+    assert "--weights oracle=PATH student=PATH" in one_error_line(capsys.readouterr().err)
+    assert run(Run_preprocessing.main, [*argv, "--weights", f"student={tmp_path / 'student.pth'}"]) == 0
+    description = json.loads((pool / "manifest.json").read_text())["dataset_description"]
+    assert description["image_size"] == 96 and description["family"] == "imagenet"
+    report = tmp_path / "r.json"
+    assert run(Run_Service.main, ["--dataset", "folder", "--db", str(pool), "--data_root", str(images),
+                                  "--queriedTask", "disks", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["images"] == 3
+
+
 # -- bad input: one error line, a non-zero exit, nothing written -------------------------------------------
 def _break(kind, root, tmp_path):
     """Damage a freshly written folder; returns extra command-line arguments."""
