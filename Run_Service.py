@@ -12,6 +12,8 @@ parameters, FLOPs and the time to build it.
         --data_root DIR --queriedTask canine feline bird
     python Run_Service.py --dataset imagenet --data_root DIR --queriedTask bird_passerine bird_Etc1
     python Run_Service.py --dataset demo --serve --port 8000   # a query server: http://127.0.0.1:8000/
+    python Run_Service.py --dataset folder --db POOL --queriedTask TASK TASK --no-eval --export model.pt2
+                                         # a pool built from your own images: no image folder needed
 """
 import argparse
 import json

@@ -16,6 +16,7 @@ again.
     python Run_preprocessing.py --dataset imagenet --data_root DIR --weights oracle=W.pth student=M.pth
                                                       # experts only: Oracle and library come pretrained
     python Run_preprocessing.py --dataset cifar100 --data_root DIR --task_file my_tasks.txt  # your own tasks
+    python Run_preprocessing.py --dataset folder --data_root DIR --budget cpu  # your own images: DIR/train/<task>/<class>/
     python Run_preprocessing.py --dataset cifar100 --data_root DIR --expert_source live   # experts the paper's
                                      # way: library and teacher recomputed every batch (default: feature cache)
     torchrun --standalone --nproc_per_node 2 Run_preprocessing.py --dataset demo    # 2 processes (DDP, see README)

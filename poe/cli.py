@@ -64,12 +64,20 @@ def check_writable(path, flag: str, *, folder: bool = False) -> None:
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="cifar100", choices=sorted(REGISTRY),
+    parser.add_argument("--dataset", default="cifar100", choices=sorted([*REGISTRY, "folder"]),
                         help="dataset profile (default: cifar100; 'demo' is a small synthetic set generated "
-                             "offline in seconds; tinyimagenet; imagenet)")
+                             "offline in seconds; tinyimagenet; imagenet; folder: your own images, see --data_root)")
     parser.add_argument("--data_root", "--data-root", default="data",
                         help="folder holding the dataset (cifar100: DIR/cifar-100-python/; tinyimagenet: "
-                             "DIR/tiny-imagenet-200/ as downloaded; imagenet: DIR/{train,val}/<wnid>/); default ./data")
+                             "DIR/tiny-imagenet-200/ as downloaded; imagenet: DIR/{train,val}/<wnid>/; folder: "
+                             "DIR/train/<class>/ or DIR/train/<task>/<class>/, and DIR/val/<class>/); default ./data")
+    parser.add_argument("--image_size", "--image-size", type=positive_int, default=None, metavar="S",
+                        help="--dataset folder: the networks' input side, overriding the choice by the images' size: "
+                             "32 (CIFAR-100's WRNs), 64 (Tiny-ImageNet's WRNs) or 96-512 (MobileNetV2, with your "
+                             "pretrained --weights)")
+    parser.add_argument("--restrict_to", "--restrict-to", nargs="+", default=None, metavar="TASK",
+                        help="use only the classes of these primitive tasks: the dataset cut down to them, networks "
+                             "included (pools named <dataset>-<K>cls); e.g. CIFAR-100's six paper tasks, 30 classes")
     parser.add_argument("--db", default=None,
                         help="pool folder (library + experts); default DB_PoE/<dataset>. A folder in the "
                              "authors' published layout (Library/, Experts/, student_for_library/) is read too")
@@ -132,9 +140,19 @@ def validation_from_args(args, profile):
 
 
 def profile_from_args(args):
-    """The --dataset profile, with the --task_file tasks added when given."""
+    """The --dataset profile, with the --task_file tasks added when given (folder: built at run time from
+    --data_root or the pool, poe/folder_profile.py), cut down to --restrict_to's classes when given."""
+    if args.dataset == "folder":
+        from .folder_profile import folder_profile_from_args
+        return folder_profile_from_args(args)
+    if getattr(args, "image_size", None) is not None:
+        raise PoEError(f"--image_size applies to --dataset folder; {args.dataset}'s networks take its own size")
     profile = get_profile(args.dataset)
-    return profile.with_task_file(args.task_file) if args.task_file else profile
+    profile = profile.with_task_file(args.task_file) if args.task_file else profile
+    if getattr(args, "restrict_to", None):
+        from .subset import restrict_to_tasks
+        profile = restrict_to_tasks(profile, args.restrict_to)
+    return profile
 
 
 def setup_torch(args) -> None:

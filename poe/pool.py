@@ -181,6 +181,9 @@ class Pool:
         try:
             m = self.manifest()
             m["dataset"], m["layout"] = self.profile.name, "poe"
+            description = self.profile.pool_description()
+            if description is not None:  # a profile built at run time (image folders): the pool says what it is
+                m["dataset_description"] = description
             if library is not None:
                 m["library"] = library
             if expert is not None:

@@ -135,6 +135,11 @@ class Profile:
                                    val_per_class=self.val_per_class if preset.val_per_class is None
                                    else preset.val_per_class)
 
+    def pool_description(self) -> dict | None:
+        """What a pool built with this profile must record to be read without it (the classes, tasks, image
+        size and statistics of a profile built from an image folder: poe/folder_profile.py); None here."""
+        return None
+
     def with_task_file(self, path) -> "Profile":
         """This profile with the user's own primitive tasks from `path` (see poe/task_file.py) added
         to its hierarchy; they become the default tasks."""

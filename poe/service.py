@@ -114,7 +114,9 @@ def export(model: TaskModel, profile, input_shape, path: str | Path) -> None:
     info = {"tasks": list(model.tasks), "class_ids": model.class_ids.tolist(),
             "class_names": [profile.class_names[c] for c in model.class_ids.tolist()],
             "input": {"shape": ["batch", *input_shape], "mean": list(profile.mean), "std": list(profile.std),
-                      "pixels": "RGB scaled to [0, 1], then (x - mean) / std per channel"},
+                      "pixels": "RGB scaled to [0, 1], then (x - mean) / std per channel",
+                      "resize": f"an image of another size: PIL.ImageOps.fit(image, ({input_shape[-1]}, "
+                                f"{input_shape[-2]}), PIL.Image.Resampling.BICUBIC) (centre crop, then resize)"},
             "output": "logits; column j is class class_ids[j]"}
     tmp = path.with_name(f".tmp-{path.name}")  # keeps the .pt2 ending torch.export expects
     try:
