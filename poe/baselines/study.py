@@ -77,6 +77,8 @@ def method_row(setup: Setup, method: str, query: Query, poe: dict) -> dict:
             "time_to_model_s": meta["time_to_model_s"], "setup_s": meta["setup_s"], "train_s": meta["train_s"],
             "teachers_s": meta["teachers_s"], "curve": points,
             "training_wall_s": meta.get("wall_s_this_process"),  # when it was trained (a rerun loads it)
+            # teachers trained inside it: their own records count them (not added again)
+            "teachers_training_wall_s": meta.get("teachers_wall_s_this_process"),
             "time_to_poe_accuracy_s": reached["time_s"] if reached else None,
             "epoch_reaching_poe": reached["epoch"] if reached else None,
             "ratio_to_poe_query_time": round(reached["time_s"] / poe_s, 1) if reached else None,
