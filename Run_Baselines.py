@@ -83,6 +83,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--extraction_seconds", type=float, default=None, metavar="S",
                    help="PoE's one-off expert extraction time, for a pool whose metadata lacks it (the authors'); "
                         "stated as given")
+    p.add_argument("--init", default="torch", choices=["torch", "authors"],
+                   help="the baselines' new weights: PyTorch's default for each layer (default), or the authors' "
+                        "WRN init (conv ~ N(0, sqrt(2/(k·k·out))), about 2.4x larger): with BatchNorm after every "
+                        "conv, larger weights train more slowly, which a short budget does not make up "
+                        "(results/baselines_cifar100.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every number (curves included) as JSON")
@@ -183,7 +188,7 @@ def main(argv=None) -> None:
                   out=Path(args.out) if args.out else PROJECT_ROOT / "DB_baselines" / profile.name,
                   budgets=budgets, batch_size=batch_size, device=device, amp=amp, seed=args.seed,
                   teacher=args.teacher, pretrained_dir=pretrained_dir, head_source=args.head_source,
-                  cache_views=args.cache_views, cache_dtype=args.cache_dtype)
+                  cache_views=args.cache_views, cache_dtype=args.cache_dtype, init=args.init)
     print(f"Baselines vs PoE, {profile.title}: {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, methods "
           f"{', '.join(args.methods)}; network {args.epochs_network} epochs, head {args.epochs_head} epochs, batch "
           f"{batch_size}, device {device}, amp {amp}; pool {pool.root}; models in {setup.out}")
@@ -196,7 +201,7 @@ def main(argv=None) -> None:
             model, meta = obtain(setup, "Scratch", q)
             teachers[t] = {"accuracy_pct": setup.accuracy(model, q), "time_to_model_s": meta["time_to_model_s"],
                            "training_wall_s": meta.get("wall_s_this_process")}
-    settings = {"device": str(device), "amp": amp, "batch_size": batch_size, "seed": args.seed,
+    settings = {"device": str(device), "amp": amp, "batch_size": batch_size, "seed": args.seed, "init": args.init,
                 "teacher": args.teacher, "pool": str(pool.root), "out": shown_path(setup.out), "queries_note": note,
                 "head_source": args.head_source, "cache_views": min(args.cache_views, args.epochs_head),
                 "network": setup.budget_meta("network"), "head": setup.budget_meta("head"),

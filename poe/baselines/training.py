@@ -58,6 +58,7 @@ class Setup:
     head_source: str = "cache"          # Transfer/CKD: "cache" (library features stored) | "live"
     cache_views: int = 5
     cache_dtype: str = "float16"
+    init: str = "torch"         # new weights: PyTorch's default, or the authors' WRN init (poe.baselines.model)
     _memo: dict = field(default_factory=dict)
 
     # -- data ----------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ def signature(setup: Setup, method: str, query: Query) -> dict:
     from . import METHODS
     spec = METHODS[method]
     sig = {"method": method, "dataset": setup.profile.name, "tasks": list(query.tasks), "seed": setup.seed,
-           "budget": setup.budget_meta(spec.budget)}
+           "budget": setup.budget_meta(spec.budget), "init": setup.init}
     if spec.uses_library:
         sig["library"] = setup.library_fingerprint()
         sig["source"] = setup.head_source if spec.budget == "head" else "live"

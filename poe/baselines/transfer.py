@@ -87,7 +87,7 @@ def prepare(setup: Setup, query: Query, method: str) -> Plan:
     tic = time.perf_counter()
     library = setup.library()
     setup.seeded(method, query.key)
-    head = new_head(setup.profile, query)
+    head = new_head(setup.profile, query, setup.init)
     model = QueryModel(library, head, query)
     columns = torch.tensor(query.classes, device=setup.device)
     notes = {"data": f"{len(setup.subset(query, 0))} training images of the {len(query.classes)} queried classes",
