@@ -25,6 +25,7 @@ from ..evaluate import predict
 from ..metrics import accuracy_pct
 from ..pool import Pool
 from ..profiles import Budget
+from ..split import ValidationSplit
 from ..train import fit
 from . import model as store
 from .query import Query
@@ -58,22 +59,54 @@ class Setup:
     head_source: str = "cache"          # Transfer/CKD: "cache" (library features stored) | "live"
     cache_views: int = 5
     cache_dtype: str = "float16"
+    split: ValidationSplit = ValidationSplit()  # held out of the training images: the crossings are read on it
+    poe_target: str = "val"     # PoE's accuracy the curves must reach: on the split ("val") or the test set
     init: str = "torch"         # new weights: PyTorch's default, or the authors' WRN init (poe.baselines.model)
     _memo: dict = field(default_factory=dict)
 
     # -- data ----------------------------------------------------------------------------------
-    def subset(self, query: Query, split: int):
-        key = ("subset", query.classes, split)
+    PARTS = {0: "train", 1: "test", "train": "train", "test": "test", "val": "val"}
+
+    def parts(self) -> dict:
+        """The whole dataset's parts: "train" (the training images minus the validation split), "val"
+        (the split; None without one) and "test". The split is drawn on the whole training set with
+        global labels, per class, as the pool's stages draw it (poe.split), so a query sees exactly
+        the pool's split of its classes."""
+        if "parts" not in self._memo:
+            train, test = self.data
+            kept, val = self.split.apply(train)
+            self._memo["parts"] = {"train": kept, "val": val, "test": test}
+        return self._memo["parts"]
+
+    def split_meta(self) -> dict | None:
+        if "split_meta" not in self._memo:
+            self._memo["split_meta"] = self.split.describe(self.data[0])
+        return self._memo["split_meta"]
+
+    def subset(self, query: Query, part):
+        """The query's images of `part` ("train", "val", "test"; 0 and 1 are "train" and "test"),
+        labels remapped to the query's output columns."""
+        part = self.PARTS[part]
+        key = ("subset", query.classes, part)
         if key not in self._memo:
-            self._memo[key] = query.subset(self.data[split])
+            data = self.parts()[part]
+            if data is None:
+                raise PoEError("no validation split: pass --val_per_class N (N > 0)")
+            self._memo[key] = query.subset(data)
         return self._memo[key]
 
     def train_loader(self, query: Query):
-        return self.profile.train_loader(self.subset(query, 0), self.batch_size, self.seed)
+        """The query's training images (never the validation split), augmented."""
+        return self.profile.train_loader(self.subset(query, "train"), self.batch_size, self.seed)
 
-    def accuracy(self, model: nn.Module, query: Query) -> float:
-        """Top-1 over the query's N outputs on the test images of its classes."""
-        logits, labels = predict(model, self.profile.eval_loader(self.subset(query, 1)), self.device, self.amp)
+    @property
+    def read_on(self) -> str:
+        """Where the per-epoch curves (and the crossings) are read: "val" with a split, else "test"."""
+        return "val" if self.split else "test"
+
+    def accuracy(self, model: nn.Module, query: Query, part="test") -> float:
+        """Top-1 over the query's N outputs on the `part` images of its classes."""
+        logits, labels = predict(model, self.profile.eval_loader(self.subset(query, part)), self.device, self.amp)
         return accuracy_pct(logits.argmax(1), labels)
 
     # -- shared networks (loaded once) -----------------------------------------------------------
@@ -106,6 +139,8 @@ def signature(setup: Setup, method: str, query: Query) -> dict:
     spec = METHODS[method]
     sig = {"method": method, "dataset": setup.profile.name, "tasks": list(query.tasks), "seed": setup.seed,
            "budget": setup.budget_meta(spec.budget), "init": setup.init}
+    if setup.split:  # trained without the held-out images: another split is another model
+        sig["validation"] = setup.split_meta()
     if spec.uses_library:
         sig["library"] = setup.library_fingerprint()
         sig["source"] = setup.head_source if spec.budget == "head" else "live"
@@ -130,8 +165,8 @@ def model_path(setup: Setup, method: str, query: Query) -> Path:
 
 def obtain(setup: Setup, method: str, query: Query) -> tuple[nn.Module, dict]:
     """The trained `method` model for `query` and its metadata: loaded when stored, else trained
-    with fit() (per-epoch test accuracy logged, never used to pick the weights: the last epoch's
-    are kept) and stored.
+    with fit() (per-epoch accuracy on the validation split logged, or on the test set without one;
+    never used to pick the weights: the last epoch's are kept) and stored.
 
     `wall_s_this_process` is the wall time of training this model alone: the wall time of models
     trained inside it (teachers) is recorded by them and subtracted here
@@ -149,7 +184,7 @@ def obtain(setup: Setup, method: str, query: Query) -> tuple[nn.Module, dict]:
     history = fit(plan.trained, plan.batch_loss, plan.loader, plan.budget, resume_path=resume,
                   signature=signature(setup, method, query), device=setup.device, amp=setup.amp,
                   desc=f"{method} {query.key}", history_path=path.with_suffix(".history.csv"),
-                  evaluate=lambda: {"test_top1_pct": setup.accuracy(plan.model, query)})
+                  evaluate=lambda: {f"{setup.read_on}_top1_pct": setup.accuracy(plan.model, query, setup.read_on)})
     train_s = sum(h["seconds"] for h in history)
     # Models trained inside this one (the single-task teachers of *_Scratch, trained by prepare) record
     # their own wall time; this model's excludes it, so a sum over the stored models counts each once.
