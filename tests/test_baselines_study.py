@@ -103,6 +103,19 @@ def test_the_studys_training_time_counts_each_teacher_once(small_demo, demo_pool
     assert [f["tasks"] for f in doc["first_builds"]] == [["disks", "rings"]]
 
 
+def test_a_model_stored_before_the_fix_has_its_teachers_found_by_their_dates(monkeypatch):
+    """SD_Scratch models stored before obtain() recorded its teachers' share: a teacher saved while
+    the student trained (within its wall time before its save date) was trained inside it."""
+    student = {"date": "2026-11-30T00:10:00", "wall_s_this_process": 300.0}   # trained 00:05:00-00:10:00
+    teachers = {"disks": {"date": "2026-11-30T00:06:00", "wall_s_this_process": 100.0},   # inside: trained by it
+                "rings": {"date": "2026-11-30T00:04:00", "wall_s_this_process": 90.0}}    # before: loaded
+    monkeypatch.setattr(study, "obtain", lambda setup, method, query: (None, teachers[query.tasks[0]]))
+    setup, q = types.SimpleNamespace(profile=DEMO), Query.of(["disks", "rings"], DEMO.hierarchy)
+    assert study.teachers_wall_s(setup, "SD_Scratch", q, student) == 100.0
+    assert study.teachers_wall_s(setup, "SD_Scratch", q, {**student, "teachers_wall_s_this_process": 7.0}) == 7.0
+    assert study.teachers_wall_s(setup, "SD_CKD", q, student) == 0.0  # no single-task teachers
+
+
 def test_percentile_interpolates_between_order_statistics():
     values = list(range(20, 0, -1))  # 1..20, unsorted
     assert study.percentile(values, 50) == 10.5 == statistics.median(values)
@@ -272,3 +285,16 @@ def test_two_processes_share_the_queries_and_merge_one_processs_result(tmp_path)
     assert two["poe_costs"] == one["poe_costs"] and two["methods"] == one["methods"]
     # every model trained once, by one of the two processes
     assert len(list((tmp_path / "two" / "Scratch").glob("*.pt"))) == 3
+
+
+def test_models_stored_before_init_and_split_existed_keep_their_files(tmp_path):
+    """--init authors --val_per_class 0 is what every stored model had: their signatures (hence their
+    files) are unchanged; PyTorch's init or a split make other models."""
+    def sig(**kw):
+        setup = Setup(profile=DEMO, pool=None, data=DEMO.load(), out=tmp_path, budgets={"network": Budget(2, 0.1, ())},
+                      batch_size=64, device=torch.device("cpu"), amp="none", seed=0, **kw)
+        return training.signature(setup, "Scratch", Query.of(["disks"], DEMO.hierarchy))
+
+    assert set(sig(init="authors")) == {"method", "dataset", "tasks", "seed", "budget"}
+    assert sig(init="torch")["init"] == "torch" and "validation" not in sig(init="torch")
+    assert sig(init="authors", split=ValidationSplit(12, 0))["validation"]["per_class"] == 12

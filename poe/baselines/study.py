@@ -16,6 +16,7 @@ recorded" (the authors' published pool): never a figure from another pool.
 """
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import math
@@ -100,8 +101,31 @@ def first_reaching(points: list[dict], accuracy: float, key: str = "val_top1_pct
     return next((p for p in points if p.get(key) is not None and p[key] >= accuracy), None)
 
 
+def teachers_wall_s(setup: Setup, method: str, query: Query, meta: dict) -> float | None:
+    """The wall time of the single-task teachers trained inside this model's training, as recorded
+    (`teachers_wall_s_this_process`); for a model stored before that record existed, the recorded
+    wall time of each of its teachers whose save date falls within this model's training (from its
+    own save date back by its wall time)."""
+    from . import METHODS
+    if meta.get("teachers_wall_s_this_process") is not None:
+        return meta["teachers_wall_s_this_process"]
+    if METHODS[method].teachers != "scratch" or meta.get("wall_s_this_process") is None or not meta.get("date"):
+        return 0.0
+    end = datetime.datetime.fromisoformat(meta["date"])
+    start = end - datetime.timedelta(seconds=meta["wall_s_this_process"] + 1)
+    nested = 0.0
+    for t in query.tasks:
+        _, tmeta = obtain(setup, "Scratch", Query.of([t], setup.profile.hierarchy))
+        if tmeta.get("date") and start <= datetime.datetime.fromisoformat(tmeta["date"]) <= end:
+            nested += tmeta.get("wall_s_this_process") or 0.0
+    return round(nested, 1)
+
+
 def method_row(setup: Setup, method: str, query: Query, poe: dict) -> dict:
     model, meta = obtain(setup, method, query)
+    nested = teachers_wall_s(setup, method, query, meta)
+    own_wall = None if meta.get("wall_s_this_process") is None else \
+        round(meta["wall_s_this_process"] - (0.0 if "teachers_wall_s_this_process" in meta else nested), 1)
     points = curve(meta)
     key = f"{setup.read_on}_top1_pct"
     reached = first_reaching(points, poe_target(setup, poe), key)
@@ -110,9 +134,9 @@ def method_row(setup: Setup, method: str, query: Query, poe: dict) -> dict:
             "flops": count_flops(model, setup.profile.input_shape), "epochs": len(meta["history"]),
             "time_to_model_s": meta["time_to_model_s"], "setup_s": meta["setup_s"], "train_s": meta["train_s"],
             "teachers_s": meta["teachers_s"], "curve": points,
-            "training_wall_s": meta.get("wall_s_this_process"),  # when it was trained (a rerun loads it)
+            "training_wall_s": own_wall,  # when it was trained (a rerun loads it)
             # teachers trained inside it: their own records count them (not added again)
-            "teachers_training_wall_s": meta.get("teachers_wall_s_this_process"),
+            "teachers_training_wall_s": nested,
             "time_to_poe_accuracy_s": reached["time_s"] if reached else None,
             "epoch_reaching_poe": reached["epoch"] if reached else None,
             # the crossing epoch's time over PoE's median query time

@@ -138,7 +138,11 @@ def signature(setup: Setup, method: str, query: Query) -> dict:
     from . import METHODS
     spec = METHODS[method]
     sig = {"method": method, "dataset": setup.profile.name, "tasks": list(query.tasks), "seed": setup.seed,
-           "budget": setup.budget_meta(spec.budget), "init": setup.init}
+           "budget": setup.budget_meta(spec.budget)}
+    # Both absent for the authors' init and no split, so that the models stored before either existed
+    # are found again with --init authors --val_per_class 0.
+    if setup.init != "authors":
+        sig["init"] = setup.init
     if setup.split:  # trained without the held-out images: another split is another model
         sig["validation"] = setup.split_meta()
     if spec.uses_library:
