@@ -82,15 +82,16 @@ def rests_on(doc: dict) -> list[str]:
     pool_saw = {True: "PoE's experts and library were trained on every training image, the validation split's "
                       "included (the pool records no split)",
                 False: "PoE's experts were trained without the validation split (the pool's own)",
-                None: "there is no validation split"}[v["poe_trained_on_val"]]
+                None: "There is no validation split, so the crossings are read on the test images the final "
+                      "accuracies are read on (a stopping rule no user could apply)"}[v["poe_trained_on_val"]]
     costs = doc["poe_costs"]
     lines = ["## What this rests on", "",
              f"- **Budgets**: {'; '.join(budgets)}; batch {s['batch_size']} (the paper's README: {PAPER_BATCH}; its "
              f"code: 256). Training is shorter than the paper's, which shortens the baselines' times and can "
              f"lower their accuracies; the crossings below say when a curve first reached PoE, not what the "
              f"paper's budget would reach.",
-             f"- **Data each side sees**: every baseline trains on the queried classes' training images only, "
-             f"minus the validation split; Transfer and CKD train a head on PoE's frozen library, so they share "
+             f"- **Data each side sees**: every baseline trains on the queried classes' training images only"
+             f"{', minus the validation split' if v['per_class'] else ''}; Transfer and CKD train a head on PoE's frozen library, so they share "
              f"what the library learnt. {pool_saw}. The per-epoch curves are read on {read}, the finishing "
              f"line is {target}; the final accuracies are on the test set, last epoch.",
              f"- **Queries**: {s['queries']} ({per_n}), {s['queries_note']}; one seed ({s['seed']}). Means carry "
@@ -127,9 +128,11 @@ def markdown(doc: dict) -> str:
               f"{s['device']}, amp {s['amp']}. CKD's teacher: "
               f"{s['teacher']}. PoE pool: `{s['pool']}`.", "",
               f"Queries: {s['queries_note']}.", "",
-              f"Validation split: {_count(v['per_class'], 'training image')} per class, seed {v['seed']} "
-              f"({_count(v['images'], 'image')} of the queried classes in all); source: {v['source']}. Curves read on {read}; a method reaches PoE "
-              f"at the first epoch whose accuracy there is at least {target}.", "",
+              (f"Validation split: {_count(v['per_class'], 'training image')} per class, seed {v['seed']} "
+               f"({_count(v['images'], 'image')} of the queried classes in all); source: {v['source']}. "
+               if v["per_class"] else f"Validation split: {v['source']}. ")
+              + f"Curves read on {read}; a method reaches PoE at the first epoch whose accuracy there is at least "
+              f"{target}.", "",
               "Speed-ups given to the baselines (as PoE's preprocessing has them):", ""]
     lines += [f"- {x}" for x in doc["speedups"]]
     lines += poe_cost_lines(doc)
