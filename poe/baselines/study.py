@@ -64,7 +64,7 @@ def first_build(setup: Setup, query: Query) -> dict:
 
 def poe_row(setup: Setup, query: Query) -> dict:
     model, times = poe_builds(setup, query)
-    parts = setup.parts()
+    parts = setup.query_parts(query)
     scores = evaluate_task_model(model, setup.profile, parts["test"], setup.device, setup.amp)
     info = describe(model, setup.profile, setup.profile.input_shape)
     row = {"accuracy_pct": scores["accuracy_pct"], "images": scores["images"], "params": info["params"],

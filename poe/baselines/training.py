@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from .. import checkpoint
+from ..data import ArrayDataset
 from ..errors import PoEError
 from ..evaluate import predict
 from ..metrics import accuracy_pct
@@ -67,16 +68,21 @@ class Setup:
     # -- data ----------------------------------------------------------------------------------
     PARTS = {0: "train", 1: "test", "train": "train", "test": "test", "val": "val"}
 
-    def parts(self) -> dict:
-        """The whole dataset's parts: "train" (the training images minus the validation split), "val"
-        (the split; None without one) and "test". The split is drawn on the whole training set with
-        global labels, per class, as the pool's stages draw it (poe.split), so a query sees exactly
-        the pool's split of its classes."""
-        if "parts" not in self._memo:
-            train, test = self.data
-            kept, val = self.split.apply(train)
-            self._memo["parts"] = {"train": kept, "val": val, "test": test}
-        return self._memo["parts"]
+    def query_parts(self, query: Query) -> dict:
+        """The query's classes' images with their global labels: "train" (training images minus the
+        validation split), "val" (the split; None without one), "test". The split is drawn per class
+        with the class's global id (poe.split), so a query's part is exactly the pool's split of its
+        classes; only the query's images are read (folder datasets decode no other class)."""
+        key = ("parts", query.classes)
+        if key not in self._memo:
+            train = self.data[0].subset(query.classes)
+            parts = {"train": train, "val": None, "test": self.data[1].subset(query.classes)}
+            if self.split:
+                kept, held = self.split.indices(train.labels)
+                images, labels = train.images, train.labels
+                parts.update(train=ArrayDataset(images[kept], labels[kept]), val=ArrayDataset(images[held], labels[held]))
+            self._memo[key] = parts
+        return self._memo[key]
 
     def split_meta(self) -> dict | None:
         if "split_meta" not in self._memo:
@@ -89,7 +95,7 @@ class Setup:
         part = self.PARTS[part]
         key = ("subset", query.classes, part)
         if key not in self._memo:
-            data = self.parts()[part]
+            data = self.query_parts(query)[part]
             if data is None:
                 raise PoEError("no validation split: pass --val_per_class N (N > 0)")
             self._memo[key] = query.subset(data)
