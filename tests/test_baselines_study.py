@@ -283,6 +283,8 @@ def test_two_processes_share_the_queries_and_merge_one_processs_result(tmp_path)
     assert without_times(two["summary"]) == without_times(one["summary"])
     assert without_times(two["teachers"]) == without_times(one["teachers"])
     assert two["poe_costs"] == one["poe_costs"] and two["methods"] == one["methods"]
+    # the per-query scatter plot (PoE against Transfer and CKD) beside the curves' plot
+    assert (tmp_path / "two_scatter.png").read_bytes()[:4] == b"\x89PNG"
     # every model trained once, by one of the two processes
     assert len(list((tmp_path / "two" / "Scratch").glob("*.pt"))) == 3
 

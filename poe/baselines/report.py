@@ -120,10 +120,14 @@ def markdown(doc: dict) -> str:
              "evaluation passes too; a rerun loads them and only evaluates).", ""]
     lines += rests_on(doc)
     read, target = _target_words(v)
+    budgets = []
+    if any(m not in ("Transfer", "CKD") for m in doc["methods"]):
+        budgets.append(f"whole-network methods (Scratch, SD_*, UHC_*, and the single-task Scratch teachers) "
+                       f"{_schedule(s['network'])} (paper: 200, ×0.1 at 80 and 160)")
+    if any(m in ("Transfer", "CKD") for m in doc["methods"]):
+        budgets.append(f"head-only methods (Transfer, CKD) {_schedule(s['head'])} (paper: 100, ×0.1 at 40 and 80)")
     lines += ["## Settings", "",
-              f"Budget: whole-network methods (Scratch, SD_*, UHC_*, and the single-task Scratch teachers) "
-              f"{_schedule(s['network'])} (paper: 200, ×0.1 at 80 and 160); head-only methods (Transfer, CKD) "
-              f"{_schedule(s['head'])} (paper: 100, ×0.1 at 40 and 80); SGD momentum 0.9, weight decay 5e-4, batch "
+              f"Budget: {'; '.join(budgets)}; SGD momentum 0.9, weight decay 5e-4, batch "
               f"{s['batch_size']}, seed {s['seed']}, new weights {INIT_WORDS[s.get('init', 'authors')]}; device "
               f"{s['device']}, amp {s['amp']}. CKD's teacher: "
               f"{s['teacher']}. PoE pool: `{s['pool']}`.", "",
@@ -265,7 +269,8 @@ def plot(doc: dict, path: Path) -> str:
             ax.plot(xs, ys, "o^vsD<>"[i % 7] + "-", color=f"C{i}", markersize=3, label=m)
         p = doc["summary"][n]["PoE"]
         target = sum(q["poe"][target_key] for q in group) / len(group)
-        ax.plot([p["build_ms"] / 1000], [target], "*", color="k", markersize=14, label="PoE (query, median)")
+        ax.plot([p["build_ms"] / 1000], [target], "*", color="k", markersize=14,
+                label=f"PoE ({'validation' if target_key.startswith('val') else 'test'} accuracy; median query time)")
         ax.axhline(target, color="k", lw=0.6, ls=":")
         ax.set_xscale("log")
         ax.set_xlabel("wall time to the model (s, log scale)")
