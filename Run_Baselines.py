@@ -20,7 +20,8 @@ combination, or a seeded sample of --queries per n(Q)).
     python Run_Baselines.py --dataset tinyimagenet --data_root ../shared/data \\
         --db ../shared/reference/poe-authors/TinyImageNet --teacher library-student \\
         --queriedTask canine feline --epochs_network 1 --epochs_head 1     # a smoke test
-    torchrun --standalone --nproc_per_node 2 Run_Baselines.py --dataset demo --teacher library-student
+    torchrun --standalone --nproc_per_node 2 Run_Baselines.py --dataset demo --teacher library-student \\
+        --queries 2 --epochs_network 2 --epochs_head 3 --threads 1
         # the queries divided among 2 processes: each writes its share, the first merges the report
 """
 import argparse

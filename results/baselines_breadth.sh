@@ -12,8 +12,10 @@
 #   sh results/baselines_breadth.sh demo [DIR]        # the same two commands on the demo, a tiny budget, in DIR
 #
 # AMP (default none: no bf16 units on the 2-core CPU here), THREADS (default: the cores / NPROC).
-# Estimated here in fp32, from the committed study's per-query times (bf16, 28-110 s per method and query)
-# and this CPU's fp32 speed: about 2 h per pool on 2 cores, 4 h for both; a rerun only evaluates.
+# Estimated from the first study's per-query times (bf16, 2 cores: 56 / 87 / 148 / 222 s for Transfer + CKD
+# at n(Q) = 2 / 3 / 4 / 5, i.e. about 35 min per pool) and this CPU's fp32 speed (about 4.5x slower on the
+# heads, measured at 1 thread): about 2.5-3 h per pool in fp32 here, 5-6 h for both (our pool's CKD also
+# runs the Oracle over 5 views). A rerun only evaluates.
 set -e
 cd "$(dirname "$0")/.."
 NPROC=${NPROC:-1}

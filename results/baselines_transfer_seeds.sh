@@ -8,8 +8,8 @@
 #
 #   sh results/baselines_transfer_seeds.sh            # AMP=none THREADS=2 by default (no bf16 units here)
 #
-# Estimated on the 2-core CPU here in fp32: about 5 min per method and seed (library forward ~8 s per
-# epoch of 5,000 images with 2 free threads, head ~3 s), i.e. about an hour for the 12 trainings.
+# Estimated on the 2-core CPU here in fp32, from 1-thread timings under load (library forward 20 s and head
+# 6.5 s per epoch of 5,000 images): 5-7 min per training with 2 free threads, 1-1.5 h for the 12.
 # Each run is stored in DB_baselines/cifar100 (a rerun only evaluates); the table at the end reads the JSONs.
 set -e
 cd "$(dirname "$0")/.."
