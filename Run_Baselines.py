@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """PoE against the seven per-query training baselines of the paper's comparison (Scratch, Transfer,
 CKD, SD_Scratch, SD_CKD, UHC_Scratch, UHC_CKD): per query, accuracy, params, FLOPs and the wall time
-to a ready model, the per-epoch test curve, and when each method first reaches PoE's accuracy.
+to a ready model, the per-epoch curve on a validation split held out of every baseline's training,
+and when each method first reaches PoE's accuracy there; PoE's query time as a distribution and its
+one-off preprocessing from the pool's own records.
 
 PoE's row comes from the pool (--db: library + experts, no training); its experts are also the
 teachers of SD_CKD and UHC_CKD, its library the frozen front of Transfer and CKD. Trained baselines
@@ -18,8 +20,13 @@ combination, or a seeded sample of --queries per n(Q)).
     python Run_Baselines.py --dataset tinyimagenet --data_root ../shared/data \\
         --db ../shared/reference/poe-authors/TinyImageNet --teacher library-student \\
         --queriedTask canine feline --epochs_network 1 --epochs_head 1     # a smoke test
+    torchrun --standalone --nproc_per_node 2 Run_Baselines.py --dataset demo --teacher library-student \\
+        --queries 2 --epochs_network 2 --epochs_head 3 --threads 1
+        # the queries divided among 2 processes: each writes its share, the first merges the report
 """
 import argparse
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -32,11 +39,13 @@ import torch
 from poe import distributed
 from poe.baselines import METHODS, report, study
 from poe.baselines.query import Query, study_queries
+from poe import distributed
 from poe.baselines.training import Setup, obtain
 from poe.cli import add_common_args, check_writable, profile_from_args, run, setup_torch, write_report_files
 from poe.errors import PoEError
 from poe.feature_cache import CACHE_DTYPES
-from poe.pool import Pool
+from poe.pool import Pool, atomic_write_text
+from poe.split import ValidationSplit, check_same, recorded_split
 from poe.preprocess import PROJECT_ROOT, default_pool_dir, default_pretrained_dir
 from poe.service import export
 from poe.table6 import SIZES
@@ -81,9 +90,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dtype", "--cache-dtype", default="float16", choices=list(CACHE_DTYPES))
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where trained baselines (and their feature caches) are stored; default DB_baselines/<dataset>")
-    p.add_argument("--extraction_seconds", type=float, default=None, metavar="S",
-                   help="PoE's one-off expert extraction time, for a pool whose metadata lacks it (the authors'); "
-                        "stated as given")
+    p.add_argument("--val_per_class", "--val-per-class", type=int, default=None, metavar="N",
+                   help="the validation split the curves and crossings are read on: N training images of every "
+                        "class held out of every baseline's training (poe/split.py). Default: the pool's own split "
+                        "where its experts record one (then it must match), else a tenth of the smallest class "
+                        "(CIFAR-100: 50). 0: no split, curves read on the test set")
+    p.add_argument("--val_seed", "--val-seed", type=int, default=0, help="seed of that split (default 0)")
+    p.add_argument("--poe_target", "--poe-target", default="auto", choices=["auto", "val", "test"],
+                   help="PoE's accuracy the validation curves must reach: its accuracy on the validation split "
+                        "(val), or on the test set (test). auto (default): val when the pool's experts were trained "
+                        "without that split, test when they were trained on it (their validation accuracy is then "
+                        "read on images they learnt)")
+    p.add_argument("--init", default="torch", choices=["torch", "authors"],
+                   help="the baselines' new weights: PyTorch's default for each layer (default), or the authors' "
+                        "WRN init (conv ~ N(0, sqrt(2/(k·k·out))), about 2.4x larger): with BatchNorm after every "
+                        "conv, larger weights train more slowly, which a short budget does not make up "
+                        "(results/baselines_cifar100.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every number (curves included) as JSON")
@@ -132,8 +154,34 @@ def speedups(setup: Setup, methods: list[str]) -> list[str]:
                    "take away); one teacher pass shared by SD and UHC would shorten the study, not either "
                    "method's time to model")
     out.append("every method's teacher passes run under no_grad in eval mode; no method's time includes the "
-               "per-epoch test passes")
+               "per-epoch evaluation passes")
     return out
+
+
+def validation(args, pool: Pool, tasks: list[str], train) -> tuple[ValidationSplit, dict]:
+    """The split the curves are read on, and what the report says of it. A pool whose experts record
+    a split gives it (PoE never trained on those images); otherwise one is drawn here, seeded and
+    stratified by poe.split, and the pool's experts were trained on its images."""
+    recorded = recorded_split(pool.manifest().get("experts", {}), tasks, str(pool.root))
+    if recorded:
+        split = ValidationSplit.from_meta(recorded)
+        if args.val_per_class is not None:
+            check_same(recorded, ValidationSplit(args.val_per_class, args.val_seed).describe(train),
+                       f"the pool {pool.root}")
+        check_same(recorded, split.describe(train), f"the pool {pool.root}")  # the same images, not only N
+        return split, {"source": "the pool's own split, recorded with its experts", "poe_trained_on_val": False}
+    per_class = args.val_per_class
+    if per_class is None:
+        per_class = max(1, int(torch.bincount(train.labels).min()) // 10)
+    split = ValidationSplit(per_class, args.val_seed)
+    if not split:
+        return split, {"source": "none (--val_per_class 0): curves read on the test set", "poe_trained_on_val": None}
+    return split, {"source": "drawn here (the pool records none); its experts and library were trained on these images",
+                   "poe_trained_on_val": True}
+
+
+def share_path(setup: Setup, command_key: str, rank: int, size: int) -> Path:
+    return setup.out / "shares" / f"{command_key}-rank{rank}of{size}.json"
 
 
 def main(argv=None) -> None:
@@ -149,7 +197,6 @@ def main(argv=None) -> None:
     if args.queried:
         queries = [tuple(profile.resolve_tasks(args.queried, "--queriedTask"))]
         note = f"one query, {' + '.join(queries[0])}"
-        n_study = 1
     else:
         tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
         sizes = sorted(set(args.sizes))
@@ -163,17 +210,18 @@ def main(argv=None) -> None:
                 f"{', '.join(map(str, sizes))}" + (f", a seeded sample of {args.queries} per n(Q) "
                                                    f"(--query_seed {args.query_seed})" if args.queries else ""))
     pool = Pool(args.db or default_pool_dir(profile), profile)
-    missing = sorted({t for q in queries for t in q if not pool.has_expert(t)})
+    all_tasks = sorted({t for q in queries for t in q})
+    missing = [t for t in all_tasks if not pool.has_expert(t)]
     if missing:
         raise PoEError(f"the pool {pool.root} has no expert for {', '.join(missing)} (PoE's row needs them); "
                        f"build with python Run_preprocessing.py --dataset {profile.name}, or pass --db")
-    device = pick_device(args.device)
-    amp = pick_amp(args.amp or profile.amp_default, device)
     batch_size = args.batch_size or profile.batch_size
     if batch_size < 1:
         raise PoEError("--batch_size must be positive")
     if args.cache_views < 1:
         raise PoEError("--cache_views must be at least 1")
+    if args.val_per_class is not None and args.val_per_class < 0:
+        raise PoEError("--val_per_class must be 0 or more")
     if args.export and not (args.queried and len(args.methods) == 1):
         raise PoEError("--export writes one model: give --queriedTask and exactly one --methods")
     check_writable(args.export, "--export")
@@ -181,33 +229,73 @@ def main(argv=None) -> None:
     if "CKD" in args.methods and args.teacher == "oracle" and not (pretrained_dir / "oracle.pt").is_file():
         raise PoEError(f"CKD's teacher 'oracle' needs {pretrained_dir / 'oracle.pt'}: pass --pretrained_db, "
                        "or --teacher library-student (the authors' published pool has no Oracle)")
-    setup = Setup(profile=profile, pool=pool, data=profile.load(args.data_root, args.download),
+    device = distributed.setup(pick_device(args.device))  # joins torchrun's processes, if started by it
+    world = distributed.world()
+    amp = pick_amp(args.amp or profile.amp_default, device)
+    data = profile.load(args.data_root, args.download)
+    split, split_info = validation(args, pool, all_tasks, data[0])
+    target = args.poe_target if args.poe_target != "auto" else \
+        ("test" if split_info["poe_trained_on_val"] else "val")
+    if not split:
+        target = "test"
+    elif target == "val" and split_info["poe_trained_on_val"]:
+        split_info["source"] += " (--poe_target val: PoE's validation accuracy is read on images it learnt)"
+    setup = Setup(profile=profile, pool=pool, data=data,
                   out=Path(args.out) if args.out else PROJECT_ROOT / "DB_baselines" / profile.name,
                   budgets=budgets, batch_size=batch_size, device=device, amp=amp, seed=args.seed,
                   teacher=args.teacher, pretrained_dir=pretrained_dir, head_source=args.head_source,
-                  cache_views=args.cache_views, cache_dtype=args.cache_dtype)
-    print(f"Baselines vs PoE, {profile.title}: {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, methods "
-          f"{', '.join(args.methods)}; network {args.epochs_network} epochs, head {args.epochs_head} epochs, batch "
-          f"{batch_size}, device {device}, amp {amp}; pool {pool.root}; models in {setup.out}")
+                  cache_views=args.cache_views, cache_dtype=args.cache_dtype, split=split, poe_target=target,
+                  init=args.init)
+    mine = distributed.mine(queries, world)
+    print(f"Baselines vs PoE, {profile.title}: {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}"
+          + (f" shared among {world.size} processes" if world.size > 1 else "")
+          + f", methods {', '.join(args.methods)}; network {args.epochs_network} epochs, head {args.epochs_head} "
+          f"epochs, batch {batch_size}, device {device}, amp {amp}; pool {pool.root}; models in {setup.out}; "
+          f"validation split: {split.per_class} per class, seed {split.seed} ({split_info['source']})")
 
-    results = study.run(setup, queries, args.methods)
+    # The single-task teachers of *_Scratch are shared by every query holding their task: trained
+    # first, divided among the processes, so that no two train the same one.
+    scratch_tasks = all_tasks if {"SD_Scratch", "UHC_Scratch"} & set(args.methods) else []
+    for t in distributed.mine(scratch_tasks, world):
+        obtain(setup, "Scratch", Query.of([t], profile.hierarchy))
+    distributed.barrier()
+    results, first = study.run(setup, mine, args.methods)
+    share = {"rank": world.rank, "size": world.size, "results": results, "first_build": first,
+             "wall_s": round(time.perf_counter() - tic, 1)}
+    if world.size > 1:  # each process writes its share; the first merges them once all are written
+        key = hashlib.sha256(command.encode()).hexdigest()[:10]
+        atomic_write_text(share_path(setup, key, world.rank, world.size), json.dumps(share, indent=1) + "\n")
+        distributed.barrier()
+        if not world.is_main:
+            distributed.cleanup()
+            return
+        shares = [json.loads(share_path(setup, key, r, world.size).read_text()) for r in range(world.size)]
+    else:
+        shares = [share]
+    results = merge(queries, shares)
     teachers = {}
-    if {"SD_Scratch", "UHC_Scratch"} & set(args.methods):
-        for t in sorted({t for q in queries for t in q}):
-            q = Query.of([t], profile.hierarchy)
-            model, meta = obtain(setup, "Scratch", q)
-            teachers[t] = {"accuracy_pct": setup.accuracy(model, q), "time_to_model_s": meta["time_to_model_s"],
-                           "training_wall_s": meta.get("wall_s_this_process")}
-    settings = {"device": str(device), "amp": amp, "batch_size": batch_size, "seed": args.seed,
+    for t in scratch_tasks:
+        model, meta = obtain(setup, "Scratch", Query.of([t], profile.hierarchy))
+        teachers[t] = {"accuracy_pct": setup.accuracy(model, Query.of([t], profile.hierarchy)),
+                       "time_to_model_s": meta["time_to_model_s"], "training_wall_s": meta.get("wall_s_this_process")}
+    settings = {"device": str(device), "amp": amp, "batch_size": batch_size, "seed": args.seed, "init": args.init,
                 "teacher": args.teacher, "pool": str(pool.root), "out": shown_path(setup.out), "queries_note": note,
+                "queries": len(queries), "processes": world.size,
                 "head_source": args.head_source, "cache_views": min(args.cache_views, args.epochs_head),
                 "network": setup.budget_meta("network"), "head": setup.budget_meta("head"),
+                "validation": {"per_class": split.per_class, "seed": split.seed,
+                               "images": split.per_class * len({c for q in results for c in q["classes"]}),
+                               **split_info,
+                               "curves_read_on": setup.read_on, "poe_target": target},
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU core(s), torch threads "
                            f"{torch.get_num_threads()}" if device.type == "cpu" else str(device)}
+    summary = study.summary(results, args.methods)
+    costs = study.poe_costs(pool, pretrained_dir)
     doc = {"dataset": profile.name, "title": profile.title, "command": command, "settings": settings,
            "methods": args.methods, "speedups": speedups(setup, args.methods),
-           "poe_one_off": study.poe_one_off(pool, n_study, args.extraction_seconds),
-           "queries": results, "summary": study.summary(results, args.methods), "teachers": teachers,
+           "poe_costs": costs, "first_builds": [s["first_build"] for s in shares if s["first_build"]],
+           "queries": results, "summary": summary, "break_even": study.break_even(costs, summary, args.methods),
+           "teachers": teachers, "shares_wall_s": [s["wall_s"] for s in shares],
            "wall_s": round(time.perf_counter() - tic, 1), "training_wall_s": study.training_wall_s(results, teachers)}
     text = report.markdown(doc)
     print(text)
@@ -216,6 +304,15 @@ def main(argv=None) -> None:
         model, _ = obtain(setup, args.methods[0], Query.of(queries[0], profile.hierarchy))
         export(model, profile, profile.input_shape, args.export)
         print(f"exported      : {args.export} ({args.methods[0]}; torch.export.load(path).module())")
+    distributed.cleanup()
+
+
+def merge(queries: list[tuple], shares: list[dict]) -> list[dict]:
+    """The processes' results in the study's query order (process r took queries r, r + size, ...)."""
+    by_tasks = {tuple(r["tasks"]): r for s in shares for r in s["results"]}
+    if sorted(by_tasks) != sorted(tuple(q) for q in queries):
+        raise PoEError("the processes' shares do not hold every query once: rerun the same command")
+    return [by_tasks[tuple(q)] for q in queries]
 
 if __name__ == "__main__":
     raise SystemExit(run(main))

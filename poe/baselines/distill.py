@@ -52,7 +52,7 @@ def prepare(setup: Setup, query: Query, method: str) -> Plan:
         speedup = "single-task teachers trained once per task, shared by every query and by SD/UHC_Scratch"
     loss = SDLoss(4.0) if kind == "SD" else UHCLoss(4.0)
     setup.seeded(method, query.key)
-    student = new_network(setup.profile, query)
+    student = new_network(setup.profile, query, setup.init)
 
     def batch_loss(x, y):  # labels unused
         with frozen(*teachers):

@@ -43,16 +43,37 @@ def wrn_architecture(profile) -> WRNArchitecture:
     return arch
 
 
-def new_head(profile, query: Query) -> WRNHead:
+INITS = ("torch", "authors")
+
+
+def initialise(module: nn.Module, init: str) -> nn.Module:
+    """The new weights of a baseline. "authors": the WRN code's, conv ~ N(0, sqrt(2 / (k·k·out)))
+    (what poe.networks builds). "torch": PyTorch's default of each layer (conv and linear
+    kaiming-uniform with a = sqrt(5), about 2.4 times smaller conv weights), what a plain model
+    gets. Every conv here feeds a BatchNorm, so the scale of its weights sets its effective learning
+    rate (lr / |w|²); weight decay brings large weights down only over thousands of steps, and a
+    short budget has hundreds: Transfer's head from the authors' init trained about 10 points
+    worse in 10 epochs (results/baselines_cifar100.md)."""
+    if init not in INITS:
+        raise PoEError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    if init == "torch":
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                m.reset_parameters()
+    return module
+
+
+def new_head(profile, query: Query, init: str = "torch") -> WRNHead:
     """block3 at expert width × n(Q) + BN + FC(N), randomly initialised."""
     arch = wrn_architecture(profile)
     c = arch.student_cfg
-    return WRNHead(c.library_channels, arch.expert_width * query.n, len(query.classes), c.blocks_per_group)
+    head = WRNHead(c.library_channels, arch.expert_width * query.n, len(query.classes), c.blocks_per_group)
+    return initialise(head, init)
 
 
-def new_network(profile, query: Query) -> QueryModel:
+def new_network(profile, query: Query, init: str = "torch") -> QueryModel:
     """A whole small WRN from random initialisation (Scratch, SD, UHC students)."""
-    return QueryModel(wrn_architecture(profile).library(), new_head(profile, query), query)
+    return QueryModel(initialise(wrn_architecture(profile).library(), init), new_head(profile, query, init), query)
 
 
 def save(path: Path, model: QueryModel, profile, method: str, query: Query, **meta) -> None:

@@ -15,7 +15,7 @@ from .training import Plan, Setup
 def prepare(setup: Setup, query: Query, method: str) -> Plan:
     tic = time.perf_counter()
     setup.seeded(method, query.key)
-    model = new_network(setup.profile, query)
+    model = new_network(setup.profile, query, setup.init)
     loader = setup.train_loader(query)
     return Plan(model=model, trained=model, batch_loss=lambda x, y: F.cross_entropy(model(x), y), loader=loader,
                 budget=setup.budgets["network"], setup_s=time.perf_counter() - tic,

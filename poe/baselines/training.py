@@ -20,11 +20,13 @@ import torch
 import torch.nn as nn
 
 from .. import checkpoint
+from ..data import ArrayDataset
 from ..errors import PoEError
 from ..evaluate import predict
 from ..metrics import accuracy_pct
 from ..pool import Pool
 from ..profiles import Budget
+from ..split import ValidationSplit
 from ..train import fit
 from . import model as store
 from .query import Query
@@ -58,21 +60,59 @@ class Setup:
     head_source: str = "cache"          # Transfer/CKD: "cache" (library features stored) | "live"
     cache_views: int = 5
     cache_dtype: str = "float16"
+    split: ValidationSplit = ValidationSplit()  # held out of the training images: the crossings are read on it
+    poe_target: str = "val"     # PoE's accuracy the curves must reach: on the split ("val") or the test set
+    init: str = "torch"         # new weights: PyTorch's default, or the authors' WRN init (poe.baselines.model)
     _memo: dict = field(default_factory=dict)
 
     # -- data ----------------------------------------------------------------------------------
-    def subset(self, query: Query, split: int):
-        key = ("subset", query.classes, split)
+    PARTS = {0: "train", 1: "test", "train": "train", "test": "test", "val": "val"}
+
+    def query_parts(self, query: Query) -> dict:
+        """The query's classes' images with their global labels: "train" (training images minus the
+        validation split), "val" (the split; None without one), "test". The split is drawn per class
+        with the class's global id (poe.split), so a query's part is exactly the pool's split of its
+        classes; only the query's images are read (folder datasets decode no other class)."""
+        key = ("parts", query.classes)
         if key not in self._memo:
-            self._memo[key] = query.subset(self.data[split])
+            train = self.data[0].subset(query.classes)
+            parts = {"train": train, "val": None, "test": self.data[1].subset(query.classes)}
+            if self.split:
+                kept, held = self.split.indices(train.labels)
+                images, labels = train.images, train.labels
+                parts.update(train=ArrayDataset(images[kept], labels[kept]), val=ArrayDataset(images[held], labels[held]))
+            self._memo[key] = parts
+        return self._memo[key]
+
+    def split_meta(self) -> dict | None:
+        if "split_meta" not in self._memo:
+            self._memo["split_meta"] = self.split.describe(self.data[0])
+        return self._memo["split_meta"]
+
+    def subset(self, query: Query, part):
+        """The query's images of `part` ("train", "val", "test"; 0 and 1 are "train" and "test"),
+        labels remapped to the query's output columns."""
+        part = self.PARTS[part]
+        key = ("subset", query.classes, part)
+        if key not in self._memo:
+            data = self.query_parts(query)[part]
+            if data is None:
+                raise PoEError("no validation split: pass --val_per_class N (N > 0)")
+            self._memo[key] = query.subset(data)
         return self._memo[key]
 
     def train_loader(self, query: Query):
-        return self.profile.train_loader(self.subset(query, 0), self.batch_size, self.seed)
+        """The query's training images (never the validation split), augmented."""
+        return self.profile.train_loader(self.subset(query, "train"), self.batch_size, self.seed)
 
-    def accuracy(self, model: nn.Module, query: Query) -> float:
-        """Top-1 over the query's N outputs on the test images of its classes."""
-        logits, labels = predict(model, self.profile.eval_loader(self.subset(query, 1)), self.device, self.amp)
+    @property
+    def read_on(self) -> str:
+        """Where the per-epoch curves (and the crossings) are read: "val" with a split, else "test"."""
+        return "val" if self.split else "test"
+
+    def accuracy(self, model: nn.Module, query: Query, part="test") -> float:
+        """Top-1 over the query's N outputs on the `part` images of its classes."""
+        logits, labels = predict(model, self.profile.eval_loader(self.subset(query, part)), self.device, self.amp)
         return accuracy_pct(logits.argmax(1), labels)
 
     # -- shared networks (loaded once) -----------------------------------------------------------
@@ -105,6 +145,12 @@ def signature(setup: Setup, method: str, query: Query) -> dict:
     spec = METHODS[method]
     sig = {"method": method, "dataset": setup.profile.name, "tasks": list(query.tasks), "seed": setup.seed,
            "budget": setup.budget_meta(spec.budget)}
+    # Both absent for the authors' init and no split, so that the models stored before either existed
+    # are found again with --init authors --val_per_class 0.
+    if setup.init != "authors":
+        sig["init"] = setup.init
+    if setup.split:  # trained without the held-out images: another split is another model
+        sig["validation"] = setup.split_meta()
     if spec.uses_library:
         sig["library"] = setup.library_fingerprint()
         sig["source"] = setup.head_source if spec.budget == "head" else "live"
@@ -129,8 +175,12 @@ def model_path(setup: Setup, method: str, query: Query) -> Path:
 
 def obtain(setup: Setup, method: str, query: Query) -> tuple[nn.Module, dict]:
     """The trained `method` model for `query` and its metadata: loaded when stored, else trained
-    with fit() (per-epoch test accuracy logged, never used to pick the weights: the last epoch's
-    are kept) and stored."""
+    with fit() (per-epoch accuracy on the validation split logged, or on the test set without one;
+    never used to pick the weights: the last epoch's are kept) and stored.
+
+    `wall_s_this_process` is the wall time of training this model alone: the wall time of models
+    trained inside it (teachers) is recorded by them and subtracted here
+    (`teachers_wall_s_this_process`)."""
     from . import METHODS
     path = model_path(setup, method, query)
     if path.is_file():
@@ -138,18 +188,24 @@ def obtain(setup: Setup, method: str, query: Query) -> tuple[nn.Module, dict]:
         print(f"[{method}] {query.key}: stored model {path}")
         return model.to(setup.device), meta
     tic = time.perf_counter()
+    nested_before = setup._memo.get("obtain_wall_s", 0.0)
     plan = METHODS[method].prepare(setup, query, method)
     resume = path.with_suffix(".resume.pt")
     history = fit(plan.trained, plan.batch_loss, plan.loader, plan.budget, resume_path=resume,
                   signature=signature(setup, method, query), device=setup.device, amp=setup.amp,
                   desc=f"{method} {query.key}", history_path=path.with_suffix(".history.csv"),
-                  evaluate=lambda: {"test_top1_pct": setup.accuracy(plan.model, query)})
+                  evaluate=lambda: {f"{setup.read_on}_top1_pct": setup.accuracy(plan.model, query, setup.read_on)})
     train_s = sum(h["seconds"] for h in history)
+    # Models trained inside this one (the single-task teachers of *_Scratch, trained by prepare) record
+    # their own wall time; this model's excludes it, so a sum over the stored models counts each once.
+    wall = time.perf_counter() - tic
+    nested = setup._memo.get("obtain_wall_s", 0.0) - nested_before
+    setup._memo["obtain_wall_s"] = nested_before + wall
     meta = {"budget": setup.budget_meta(METHODS[method].budget), "history": history,
             "setup_s": round(plan.setup_s, 2), "train_s": round(train_s, 2),
             "time_to_model_s": round(plan.setup_s + train_s, 2), "teachers_s": round(plan.teachers_s, 2),
-            "wall_s_this_process": round(time.perf_counter() - tic, 1), "notes": plan.notes,
-            "signature": signature(setup, method, query)}
+            "wall_s_this_process": round(wall - nested, 1), "teachers_wall_s_this_process": round(nested, 1),
+            "notes": plan.notes, "signature": signature(setup, method, query)}
     store.save(path, plan.model, setup.profile, method, query, **meta)
     resume.unlink(missing_ok=True)
     return plan.model.eval(), meta

@@ -64,7 +64,7 @@ def cached_views(setup: Setup, query: Query):
     if key not in setup._memo:
         library = setup.library()
         model, from_features = teacher(setup)
-        train = setup.subset(query, 0)
+        train = setup.subset(query, "train")
         views = min(setup.cache_views, setup.budgets["head"].epochs)
         cache = FeatureCache(setup.out / "feature_cache", {
             "format": 1, "dataset": setup.profile.name, "data": data_fingerprint(train),
@@ -87,10 +87,10 @@ def prepare(setup: Setup, query: Query, method: str) -> Plan:
     tic = time.perf_counter()
     library = setup.library()
     setup.seeded(method, query.key)
-    head = new_head(setup.profile, query)
+    head = new_head(setup.profile, query, setup.init)
     model = QueryModel(library, head, query)
     columns = torch.tensor(query.classes, device=setup.device)
-    notes = {"data": f"{len(setup.subset(query, 0))} training images of the {len(query.classes)} queried classes",
+    notes = {"data": f"{len(setup.subset(query, 'train'))} training images of the {len(query.classes)} queried classes",
              "teacher": setup.teacher if method == "CKD" else None}
     if setup.head_source == "cache":
         t0 = time.perf_counter()
