@@ -68,11 +68,14 @@ def test_each_distilling_student_gets_its_loss_from_each_teacher_at_its_tasks_co
     columns = columns_of(QUERY)
     own, other = (SDLoss(T), UHCLoss(T)) if method.startswith("SD_") else (UHCLoss(T), SDLoss(T))
     expected = own(student, teachers, columns).item()
-    assert got == pytest.approx(expected, rel=1e-4)
+    # Tolerance 2e-5: float32 rounding of one batch's loss is far below it, while the 1-epoch Scratch
+    # teachers (PyTorch's default init: nearly flat logits) move the loss by ~1e-3 when their columns
+    # are swapped.
+    assert got == pytest.approx(expected, rel=2e-5)
     # what these numbers tell apart: the other family's loss, and the teachers on each other's columns
-    assert other(student, teachers, columns).item() != pytest.approx(expected, rel=1e-3)
+    assert other(student, teachers, columns).item() != pytest.approx(expected, rel=2e-5)
     assert own(student, teachers[1:] + teachers[:1], columns[1:] + columns[:1]).item() == pytest.approx(expected)
-    assert own(student, teachers, columns[1:] + columns[:1]).item() != pytest.approx(expected, rel=1e-3)
+    assert own(student, teachers, columns[1:] + columns[:1]).item() != pytest.approx(expected, rel=2e-5)
 
 
 def test_a_stored_baseline_is_keyed_by_what_taught_it(small_demo, tmp_path):
