@@ -39,7 +39,6 @@ import torch
 from poe import distributed
 from poe.baselines import METHODS, report, study
 from poe.baselines.query import Query, study_queries
-from poe import distributed
 from poe.baselines.training import Setup, obtain
 from poe.cli import add_common_args, check_writable, profile_from_args, run, setup_torch, write_report_files
 from poe.errors import PoEError
@@ -186,7 +185,6 @@ def share_path(setup: Setup, command_key: str, rank: int, size: int) -> Path:
 
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
-    distributed.refuse_launch("Run_Baselines.py", "it trains one model per query and method, each in one process")
     command = shlex.join(["python", "Run_Baselines.py", *(sys.argv[1:] if argv is None else argv)])
     setup_torch(args)
     tic = time.perf_counter()

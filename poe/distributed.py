@@ -54,13 +54,6 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def refuse_launch(tool: str, why: str) -> None:
-    """One clear error line for a tool that does not run under torchrun, before any work (else every
-    rank would run the whole job, each writing the same files)."""
-    if launched():
-        raise PoEError(f"{tool} does not run under torchrun ({why}): start it with python, as one process")
-
-
 def world() -> World:
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())

@@ -24,7 +24,6 @@ import sys
 import pytest
 import torch
 
-import Run_Baselines
 import Run_preprocessing
 import Run_Service
 from conftest import DEMO_E2E_TASKS as TASKS, ROOT, demo_e2e_argv
@@ -117,10 +116,3 @@ def test_one_process_on_its_library_and_oracle_trains_the_same_experts_and_answe
     with torch.no_grad():
         torch.testing.assert_close(build_task_model(ranks, QUERY)[0](images), build_task_model(single, QUERY)[0](images),
                                    atol=1e-5, rtol=1e-5)
-
-
-def test_the_baselines_refuse_torchrun_in_one_line(monkeypatch, capsys):
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
-    assert run(Run_Baselines.main, ["--dataset", "demo", "--queriedTask", "disks"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: Run_Baselines.py does not run under torchrun"), err
