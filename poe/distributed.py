@@ -209,3 +209,8 @@ def mine(items: list, w: World | None = None) -> list:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def rank_suffix(world: World) -> str:
+    """File-name part of a rank's own files when the ranks train different experts ('' alone)."""
+    return f".rank{world.rank}of{world.size}" if world.size > 1 else ""

@@ -21,13 +21,15 @@ import torch
 import torch.nn as nn
 
 from . import distributed
+from .distributed import rank_suffix
 from .errors import PoEError
 from .feature_cache import CACHE_DTYPES, CachedLoader, FeatureCache, bytes_per_view, data_fingerprint
 from .losses import EXPERT_LOSSES, ExpertLoss
+from .metrics import OWN_CLASS_KEYS, describe_scores
 from .networks.grouped import GroupedWRNHeads, head_shape
-from .pool import Pool
-from .teachers import ORACLE_TEACHERS, oracle_teacher
+from .pool import Pool, library_fingerprint
 from .profiles import DEFAULT_CACHE_VIEWS as DEFAULT_VIEWS
+from .teachers import ORACLE_TEACHERS, oracle_teacher
 from .train import fit, frozen
 
 
@@ -138,8 +140,6 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     its share jointly and saves those experts; the pools' manifests are updated under their lock.
 
     Returns {(kind, task): accuracy on the test images of the task's classes}, of all members."""
-    from .preprocess import library_fingerprint  # preprocess imports this module
-
     if not members:
         return {}
     if cache_dtype not in CACHE_DTYPES:
@@ -180,8 +180,6 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
 
 def _train_members(pre, members, cached, teacher_kind, library, fingerprint, views, cache_dtype, layout, world,
                    tic, cache_s) -> dict[tuple[str, str], float]:
-    from .preprocess import rank_suffix
-
     arch, hierarchy, budget = pre.profile.architecture, pre.profile.hierarchy, pre.budgets["expert"]
     experts = [initial_expert(arch, len(hierarchy[m.task]), pre.seed, m.task) for m in members]
     joint = JointExperts(experts, layout, pre.device)
@@ -204,8 +202,6 @@ def _train_members(pre, members, cached, teacher_kind, library, fingerprint, vie
                   history_path=resume.parent / f"experts{rank_suffix(world)}.history.csv")
 
     trained = joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members])
-    from .preprocess import OWN_CLASS_KEYS, describe_scores
-
     metrics = {}
     for kind in sorted({m.kind for m in members}):
         mine = {m.task: e.to(pre.device) for m, e in zip(members, trained) if m.kind == kind}

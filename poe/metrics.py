@@ -6,6 +6,16 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+OWN_CLASS_KEYS = {"test": "own_classes_top1_pct", "val": "own_classes_val_top1_pct"}
+
+
+def describe_scores(metrics: dict) -> str:
+    """'81.20% (val), 79.40% (test)' from an expert's stored metrics."""
+    return ", ".join(f"{metrics[key]:.2f}% ({split})" for split, key in (("val", OWN_CLASS_KEYS["val"]),
+                                                                          ("test", OWN_CLASS_KEYS["test"]))
+                     if key in metrics)
+
+
 def accuracy_pct(pred: torch.Tensor, target: torch.Tensor) -> float:
     return 100.0 * (pred == target).float().mean().item() if len(target) else float("nan")
 

@@ -10,12 +10,14 @@ The authors' published layout is recognised too (read-only):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from . import checkpoint
@@ -23,6 +25,16 @@ from .errors import PoEError
 from .lock import FolderLock
 
 MANIFEST_LOCK = ".manifest.lock"  # held for a manifest update only (the writer lock is poe.lock's)
+
+
+def library_fingerprint(library: nn.Module) -> str:
+    """Short hash of the library's weights: experts record it, so an expert trained on another
+    library is noticed instead of silently giving wrong logits."""
+    h = hashlib.sha256()
+    for key, value in sorted(library.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

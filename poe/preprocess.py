@@ -5,7 +5,6 @@ last epoch after an interruption. Called by Run_preprocessing.py.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -16,10 +15,11 @@ import torch.nn.functional as F
 from . import checkpoint, distributed
 from .errors import PoEError
 from .evaluate import expert_logits, predict
+from .distributed import rank_suffix
 from .extract import Member, initial_expert, train_from_cache
 from .losses import ExpertLoss, SoftLoss
-from .metrics import accuracy_pct
-from .pool import Pool
+from .metrics import OWN_CLASS_KEYS, accuracy_pct, describe_scores
+from .pool import Pool, library_fingerprint
 from .profiles import Budget, Profile
 from .split import ValidationSplit
 from .teachers import ORACLE_TEACHERS, oracle_teacher
@@ -36,26 +36,6 @@ def default_pretrained_dir(profile: Profile) -> Path:
     return PROJECT_ROOT / "DB_pretrained" / profile.name
 
 
-def library_fingerprint(library: nn.Module) -> str:
-    """Short hash of the library's weights: experts record it, so an expert trained on another
-    library is noticed instead of silently giving wrong logits."""
-    h = hashlib.sha256()
-    for key, value in sorted(library.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-OWN_CLASS_KEYS = {"test": "own_classes_top1_pct", "val": "own_classes_val_top1_pct"}
-
-
-def describe_scores(metrics: dict) -> str:
-    """'81.20% (val), 79.40% (test)' from an expert's stored metrics."""
-    return ", ".join(f"{metrics[key]:.2f}% ({split})" for split, key in (("val", OWN_CLASS_KEYS["val"]),
-                                                                          ("test", OWN_CLASS_KEYS["test"]))
-                     if key in metrics)
-
-
 def describe_stored(meta: dict) -> str:
     """One line about a stored model: its architecture, budget and test score when it was trained."""
     parts = [meta.get("architecture", "?")]
@@ -68,11 +48,6 @@ def describe_stored(meta: dict) -> str:
         if acc is not None:
             parts.append(f"{split} top-1 {acc:.2f}%")
     return ", ".join(parts)
-
-
-def rank_suffix(world: distributed.World) -> str:
-    """File-name part of a rank's own files when the ranks train different experts ('' alone)."""
-    return f".rank{world.rank}of{world.size}" if world.size > 1 else ""
 
 
 class LibraryStudentTeacher(nn.Module):

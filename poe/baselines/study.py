@@ -180,7 +180,7 @@ def poe_costs(pool, pretrained_dir: Path | None) -> dict:
     only when that library student's front is this pool's library (same fingerprint). A stage with
     no record is None ("not recorded") and so is the total: no figure from another pool stands in."""
     from .. import checkpoint
-    from ..preprocess import library_fingerprint
+    from ..pool import library_fingerprint
 
     stages = {}
     seconds, source = expert_runs(pool)

@@ -24,7 +24,7 @@ from ..data import ArrayDataset
 from ..errors import PoEError
 from ..evaluate import predict
 from ..metrics import accuracy_pct
-from ..pool import Pool
+from ..pool import Pool, library_fingerprint
 from ..profiles import Budget
 from ..split import ValidationSplit
 from ..train import fit
@@ -122,7 +122,6 @@ class Setup:
         return self._memo["library"]
 
     def library_fingerprint(self) -> str:
-        from ..preprocess import library_fingerprint  # preprocess imports the training loop too
         if "library_fp" not in self._memo:
             self._memo["library_fp"] = library_fingerprint(self.pool.load_library())
         return self._memo["library_fp"]
