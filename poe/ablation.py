@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from .cli import ArgumentParser, run, write_report_files
-from .pool import atomic_write_bytes
+from .history import save_png
 
 
 def cell_settings(db: Path) -> dict:
@@ -94,8 +94,6 @@ def markdown(doc: dict) -> str:
 
 
 def plot(doc: dict, path: Path) -> str:
-    import io
-
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.5, 4))
@@ -111,10 +109,7 @@ def plot(doc: dict, path: Path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return f"plot          : {path}"
+    return save_png(fig, path)
 
 
 def main(argv=None) -> None:

@@ -47,10 +47,16 @@ def _pyplot():
 
 
 def _save(fig, plt, path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    save_png(fig, path, dpi=90)
     plt.close(fig)
+
+
+def save_png(fig, path, dpi: int = 120) -> str:
+    """A matplotlib figure as a PNG at `path`, written atomically; returns the report's plot line."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
     atomic_write_bytes(Path(path), buf.getvalue())
+    return f"plot          : {path}"
 
 
 def plot(history: list[dict], path: str | Path, title: str = "") -> bool:

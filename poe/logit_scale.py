@@ -22,7 +22,8 @@ import torch
 
 from .cli import ArgumentParser, run, setup_torch, write_report_files
 from .evaluate import autocast
-from .pool import Pool, atomic_write_bytes
+from .history import save_png
+from .pool import Pool
 from .teachers import ORACLE_TEACHERS, TEACHERS, oracle_teacher
 
 
@@ -98,8 +99,6 @@ def markdown(doc: dict) -> str:
 
 
 def plot(doc: dict, path: Path) -> str:
-    import io
-
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.8))
@@ -117,10 +116,7 @@ def plot(doc: dict, path: Path) -> str:
         ax.grid(alpha=0.3, axis="y")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return f"plot          : {path}"
+    return save_png(fig, path)
 
 
 def main(argv=None) -> None:

@@ -21,9 +21,10 @@ import torch
 
 from .errors import PoEError
 from .evaluate import expert_logits, score_all_combinations
+from .history import save_png
 from .losses import EXPERT_LOSSES
-from .pool import Pool, atomic_write_bytes
-from .preprocess import PROJECT_ROOT, Preprocessor, library_fingerprint
+from .pool import Pool, library_fingerprint
+from .preprocess import PROJECT_ROOT, Preprocessor
 from .profiles import Budget, Profile, get_profile
 from .split import ValidationSplit, check_same, recorded_split
 from .teachers import ORACLE_TEACHERS
@@ -252,8 +253,6 @@ def markdown(doc: dict) -> str:
 # -- plot ---------------------------------------------------------------------------------------------
 def plot(doc: dict, path: Path) -> str:
     """Cross-expert share vs n(Q): a solid line per pool, the paper's rows dashed. Returns a note."""
-    import io
-
     from matplotlib.figure import Figure  # imported here: only plotting pays for it
 
     colours = {VARIANT_LABELS[v]: f"C{i}" for i, v in enumerate(VARIANTS)}
@@ -273,7 +272,4 @@ def plot(doc: dict, path: Path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return f"plot          : {path}"
+    return save_png(fig, path)
