@@ -29,6 +29,35 @@ def authors_cifar_pool():
     return shared_path("reference", "poe-authors", "CIFAR100")
 
 
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The demo shrunk (shrink_demo), with no per-epoch history files: one plot per epoch of the
+    many short trainings of a study would cost more than the training."""
+    import poe.train
+
+    monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)
+    return shrink_demo(monkeypatch)
+
+
+@pytest.fixture
+def demo_pool(tmp_path):
+    """An untrained demo pool (library, library-student head, an expert per task): PoE's row and teachers."""
+    from Demo import PROFILE as DEMO
+    from tiny_demo import make_pool
+
+    return make_pool(tmp_path / "pool", DEMO, experts=DEMO.hierarchy).root
+
+
+def baselines_cli(argv, capsys):
+    """Run_Baselines.py in this process: (exit status, stdout, stderr)."""
+    import Run_Baselines
+    from poe.cli import run
+
+    code = run(Run_Baselines.main, argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def shrink_demo(monkeypatch):
     """The demo with a sixth of its images (480 to train, 160 to test, a fixed random draw), so that
     studies training many models stay quick. Returns the demo profile."""

@@ -7,19 +7,15 @@ import re
 import pytest
 import torch
 
-import Run_Baselines
-import poe.train
-from conftest import shrink_demo
+from conftest import baselines_cli
 from Demo import PROFILE as DEMO
 from poe.baselines import METHODS
 from poe.baselines.model import load as load_baseline
 from poe.baselines.query import Query, study_queries
 from poe.baselines.transfer import ckd_loss
-from poe.cli import run
 from poe.data import ArrayDataset
 from poe.errors import PoEError
 from poe.losses import SDLoss, UHCLoss
-from tiny_demo import make_pool
 
 T = 4.0
 
@@ -108,33 +104,13 @@ def test_study_queries_every_combination_or_a_seeded_sample():
 
 
 # -- the study end to end on the demo -----------------------------------------------------------
-@pytest.fixture
-def small_demo(monkeypatch):
-    """The demo with a sixth of its images (480 to train, 160 to test), so that the study is quick; no
-    per-epoch history files (one plot per epoch of ~20 trainings would cost more than the training)."""
-    monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)
-    return shrink_demo(monkeypatch)
-
-
-@pytest.fixture
-def demo_pool(tmp_path):
-    """An untrained pool (library, library-student head, an expert per task): PoE's row and teachers."""
-    return make_pool(tmp_path / "pool", DEMO, experts=DEMO.hierarchy).root
-
-
-def cli(argv, capsys):
-    code = run(Run_Baselines.main, argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_study_end_to_end_and_a_rerun_only_evaluates(small_demo, demo_pool, tmp_path, capsys):
     out, report = tmp_path / "models", tmp_path / "study.json"
     argv = ["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), "--tasks", "disks", "rings", "stripes",
             "--sizes", "2", "3", "--queries", "1", "--teacher", "library-student", "--epochs_network", "2",
             "--epochs_head", "3", "--cache_views", "2", "--amp", "none", "--json", str(report),
             "--markdown", str(tmp_path / "study.md")]
-    code, stdout, err = cli(argv, capsys)
+    code, stdout, err = baselines_cli(argv, capsys)
     assert code == 0, err
     assert re.search(r"Scratch disks\+\w+ epoch 2/2:", stdout)  # fit's line after each epoch
     doc = json.loads(report.read_text())
@@ -177,7 +153,7 @@ def test_study_end_to_end_and_a_rerun_only_evaluates(small_demo, demo_pool, tmp_
 
     # a rerun loads every stored model: no training, the same accuracies
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
-    code, stdout, err = cli(argv, capsys)
+    code, stdout, err = baselines_cli(argv, capsys)
     assert code == 0, err
     assert not re.search(r"epoch \d+/\d+:", stdout) and "stored model" in stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == mtimes
@@ -193,7 +169,7 @@ def test_study_end_to_end_and_a_rerun_only_evaluates(small_demo, demo_pool, tmp_
 
 def test_one_query_live_head_and_user_errors(small_demo, demo_pool, tmp_path, capsys):
     out, report = tmp_path / "models", tmp_path / "one.json"
-    code, _, err = cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), "--queriedTask", "rings",
+    code, _, err = baselines_cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), "--queriedTask", "rings",
                         "disks", "--methods", "Transfer", "CKD", "--teacher", "library-student", "--epochs_head", "1",
                         "--head_source", "live", "--amp", "none", "--json", str(report)], capsys)
     assert code == 0, err
@@ -202,7 +178,7 @@ def test_one_query_live_head_and_user_errors(small_demo, demo_pool, tmp_path, ca
     assert "no feature cache" in " ".join(doc["speedups"])
     # a trained baseline exports like PoE's task model: a .pt2 that plain PyTorch runs, same logits
     program = tmp_path / "transfer.pt2"
-    code, stdout, err = cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), "--queriedTask", "rings",
+    code, stdout, err = baselines_cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), "--queriedTask", "rings",
                              "disks", "--methods", "Transfer", "--teacher", "library-student", "--epochs_head", "1",
                              "--head_source", "live", "--amp", "none", "--export", str(program)], capsys)
     assert code == 0 and "stored model" in stdout, err
@@ -219,8 +195,8 @@ def test_one_query_live_head_and_user_errors(small_demo, demo_pool, tmp_path, ca
         (["--sizes", "9"], "--sizes must lie in"),
         (["--queriedTask", "disks", "--db", str(tmp_path / "empty")], "has no expert for disks"),
     ]:
-        code, _, err = cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), *argv], capsys)
+        code, _, err = baselines_cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(out), *argv], capsys)
         lines = [line for line in err.splitlines() if line.startswith("error: ")]
         assert code == 2 and len(lines) == 1 and message in lines[0], (argv, err)
-    code, _, err = cli(["--dataset", "imagenet", "--queriedTask", "bird_passerine"], capsys)
+    code, _, err = baselines_cli(["--dataset", "imagenet", "--queriedTask", "bird_passerine"], capsys)
     assert code == 2 and "not WRNs" in err

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import poe.train
-from conftest import shrink_demo
 from Demo import PROFILE as DEMO
 from poe import checkpoint
 from poe.baselines import METHODS
@@ -21,12 +20,6 @@ from tiny_demo import make_pool
 
 QUERY = ("rings", "disks", "stripes")  # profile order: disks, stripes, rings; by first class: stripes, disks, rings
 T = 4.0
-
-
-@pytest.fixture
-def small_demo(monkeypatch):
-    monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)  # no plot per epoch
-    return shrink_demo(monkeypatch)
 
 
 def make_setup(root, pool, epochs=1, **kw) -> Setup:

@@ -15,15 +15,13 @@ import torch
 
 import Run_Baselines
 import poe.baselines.training as training
-import poe.train
 from CIFAR100 import PROFILE as CIFAR
-from conftest import SHARED, shrink_demo
+from conftest import SHARED, baselines_cli
 from Demo import PROFILE as DEMO
 from poe import checkpoint
 from poe.baselines import METHODS, study
 from poe.baselines.query import Query
 from poe.baselines.training import Setup
-from poe.cli import run
 from poe.errors import PoEError
 from poe.pool import Pool
 from poe.preprocess import library_fingerprint
@@ -32,24 +30,6 @@ from poe.split import ValidationSplit
 from tiny_demo import make_pool
 
 AUTHORS_CIFAR = SHARED / "reference" / "poe-authors" / "CIFAR100"
-
-
-@pytest.fixture
-def small_demo(monkeypatch):
-    """The demo with a sixth of its images; no per-epoch history files."""
-    monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)
-    return shrink_demo(monkeypatch)
-
-
-@pytest.fixture
-def demo_pool(tmp_path):
-    return make_pool(tmp_path / "pool", DEMO, experts=DEMO.hierarchy).root
-
-
-def cli(argv, capsys):
-    code = run(Run_Baselines.main, argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -82,7 +62,7 @@ def test_teachers_trained_inside_a_model_are_not_in_its_wall_time(small_demo, de
 
 def test_the_studys_training_time_counts_each_teacher_once(small_demo, demo_pool, tmp_path, capsys, slow_teachers):
     report = tmp_path / "study.json"
-    code, _, err = cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(tmp_path / "models"),
+    code, _, err = baselines_cli(["--dataset", "demo", "--db", str(demo_pool), "--out", str(tmp_path / "models"),
                         "--queriedTask", "disks", "rings", "--methods", "SD_Scratch", "UHC_Scratch",
                         "--epochs_network", "1", "--amp", "none", "--json", str(report)], capsys)
     assert code == 0, err

@@ -15,7 +15,6 @@ import torch.nn as nn
 import poe.feature_cache
 import poe.train
 import Run_Baselines
-from conftest import shrink_demo
 from Demo import PROFILE as DEMO
 from poe.baselines import study
 from poe.baselines.query import Query
@@ -84,12 +83,6 @@ def test_the_per_size_means(monkeypatch):
     three = out["3"]
     assert three["PoE"]["accuracy_pct"] == 50.0 and three["Transfer"]["reached"] == 0
     assert three["Transfer"]["time_to_poe_accuracy_s"] is None and three["Transfer"]["ratio_lower_bound"] == 225.0
-
-
-@pytest.fixture
-def small_demo(monkeypatch):
-    monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)
-    return shrink_demo(monkeypatch)
 
 
 def test_poes_query_time_is_the_median_of_cold_builds_and_the_ratio_uses_it(small_demo, tmp_path, monkeypatch, capsys):
