@@ -143,8 +143,10 @@ def make_profile(*, class_names, hierarchy, default_tasks, size, mean, std, sour
         cpu = get_profile("cifar100").budget_presets["cpu"]
         oracle = dataclasses.replace(cpu.architecture.oracle_cfg, stem_stride=architecture.student_cfg.stem_stride)
         presets["cpu"] = dataclasses.replace(
-            cpu, description="CIFAR-100's CPU budget: Oracle WRN-16-4 15 epochs, library student 20, experts 10 "
-                             "(bf16 where the CPU has it)",
+            cpu, description="CIFAR-100's CPU budget: Oracle WRN-16-4 15 epochs, library student 20, experts 30 "
+                             "(bf16 where the CPU has it); no validation split unless --val_per_class asks",
+            # not CIFAR-100's 50 images a class: a folder's classes may hold fewer; --val_per_class sets one
+            val_per_class=None,
             architecture=WRNArchitecture(oracle=oracle, student=architecture.student_cfg,
                                          expert_width=architecture.expert_width, num_classes=k))
     return ImageFolderProfile(

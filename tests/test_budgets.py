@@ -179,8 +179,9 @@ def test_a_budget_preset_reaches_every_stage_of_the_run(tmp_path, monkeypatch):
             Run_preprocessing.main(base + extra)
     preset, overridden = seen
     assert preset.profile.architecture.oracle_cfg == WRNConfig(16, 4)
-    assert preset.cache_views == 5 and overridden.cache_views == 2
-    assert [preset.budgets[s].epochs for s in ("oracle", "library", "expert")] == [15, 20, 10]
+    assert preset.cache_views == 1 and overridden.cache_views == 2
+    assert [preset.budgets[s].epochs for s in ("oracle", "library", "expert")] == [15, 20, 30]
+    assert preset.validation.per_class == overridden.validation.per_class == 50  # the preset's hold-out
     assert overridden.budgets["expert"].epochs == 3 and overridden.budgets["oracle"].epochs == 15
     assert preset.stage_batch_size("oracle") == preset.stage_batch_size("library") == 128
     assert preset.stage_batch_size("expert") == 512 and preset.budgets["library"].schedule == "cosine"
