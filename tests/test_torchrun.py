@@ -26,12 +26,11 @@ import torch
 
 import Run_preprocessing
 import Run_Service
-from conftest import DEMO_E2E_TASKS as TASKS, ROOT, demo_e2e_argv
+from helpers import DEMO_E2E_TASKS as TASKS, EXPERTS_FLOOR, ORACLE_FLOOR, QUERY_FLOOR, ROOT, demo_e2e_argv
 from Demo import PROFILE as DEMO
 from poe.cli import run
 from poe.pool import Pool
 from poe.service import build_task_model
-from test_end_to_end import EXPERTS_FLOOR, ORACLE_FLOOR, QUERY_FLOOR
 
 QUERY = ["stripes", "rings", "disks"]  # not in the profile's order
 ORACLE_LOSS_REL, QUERY_ACCURACY_POINTS = 0.01, 15.0
