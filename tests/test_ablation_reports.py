@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from poe import ablation
 from poe.logit_scale import logit_statistics, pooled
-from tiny_demo import make_pool, tiny_profile
+from helpers import make_pool, tiny_profile
 
 
 class ClassIndexTeacher(nn.Module):

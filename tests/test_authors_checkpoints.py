@@ -8,7 +8,7 @@ from CIFAR100 import PROFILE
 from poe.evaluate import expert_logits, predict, score_all_combinations, score_combination
 from poe.pool import Pool
 from poe.service import build_task_model, evaluate_task_model
-from conftest import shared_path
+from helpers import shared_path
 
 OWN_CLASSES = {"large_omnivores_and_herbivores": 84.2, "medium-sized_mammals": 90.2, "people": 61.6,
                "small_mammals": 72.4, "vehicles_1": 89.8, "vehicles_2": 96.2}

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from conftest import baselines_cli
+from helpers import baselines_cli
 from Demo import PROFILE as DEMO
 from poe.baselines import METHODS
 from poe.baselines.model import load as load_baseline

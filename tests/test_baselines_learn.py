@@ -16,7 +16,7 @@ from poe.baselines.query import Query
 from poe.baselines.training import Setup, model_path, obtain
 from poe.losses import SDLoss, UHCLoss
 from poe.profiles import Budget
-from tiny_demo import make_pool
+from helpers import make_pool
 
 QUERY = ("rings", "disks", "stripes")  # profile order: disks, stripes, rings; by first class: stripes, disks, rings
 T = 4.0

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ import torch
 import Run_Baselines
 import poe.baselines.training as training
 from CIFAR100 import PROFILE as CIFAR
-from conftest import SHARED, baselines_cli
+from helpers import ROOT, SHARED, baselines_cli, make_pool
 from Demo import PROFILE as DEMO
 from poe import checkpoint
 from poe.baselines import METHODS, study
@@ -27,7 +26,6 @@ from poe.pool import Pool
 from poe.preprocess import library_fingerprint
 from poe.profiles import Budget
 from poe.split import ValidationSplit
-from tiny_demo import make_pool
 
 AUTHORS_CIFAR = SHARED / "reference" / "poe-authors" / "CIFAR100"
 
@@ -238,8 +236,7 @@ def test_two_processes_share_the_queries_and_merge_one_processs_result(tmp_path)
     writes its share, and the first merges them into the report one process writes: the same queries
     in the same order, the same accuracies, curves, crossings, sizes and teachers (bitwise: each
     process trains with one thread, as the single process does); only the times differ."""
-    root = Path(__file__).resolve().parents[1]
-    worker = root / "tests" / "baselines_worker.py"
+    worker = ROOT / "tests" / "baselines_worker.py"
     pool = make_pool(tmp_path / "pool", DEMO, experts=DEMO.hierarchy).root
     common = ["--dataset", "demo", "--db", str(pool), "--tasks", "disks", "rings", "stripes", "--sizes", "1", "2",
               "--methods", "Transfer", "CKD", "SD_Scratch", "--teacher", "library-student", "--epochs_network", "1",
@@ -250,7 +247,7 @@ def test_two_processes_share_the_queries_and_merge_one_processs_result(tmp_path)
                                     "--nproc_per_node", "2"])):
         report = tmp_path / f"{name}.json"
         proc = subprocess.run([*launcher, str(worker), *common, "--out", str(tmp_path / name), "--json", str(report)],
-                              capture_output=True, text=True, cwd=root, timeout=1800)
+                              capture_output=True, text=True, cwd=ROOT, timeout=1800)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         docs[name] = json.loads(report.read_text())
     one, two = docs["one"], docs["two"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 SCRIPTS = {"p1_query_latency.py": "P1 query latency", "p2_fused_throughput.py": "P2 fused vs sequential",
            "p3_vs_oracle.py": "P3 task model", "p4_extraction.py": "P4 expert extraction",

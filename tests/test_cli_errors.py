@@ -9,11 +9,10 @@ import torch
 import Run_preprocessing
 import Run_Service
 import Run_Table6
-from conftest import ROOT
+from helpers import ROOT, make_pool
 from Demo import PROFILE
 from poe.cli import run
 from poe.pool import Pool
-from tiny_demo import make_pool
 
 
 @pytest.fixture

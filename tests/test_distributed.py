@@ -13,14 +13,13 @@ single-process run the epoch losses are compared.
 """
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import ddp_worker
-from conftest import ROOT
+from helpers import ROOT
 from poe import distributed
 from poe.data import ArrayDataset, ArrayLoader
 from poe.distributed import World

@@ -10,20 +10,9 @@ import torch
 
 import Run_preprocessing
 import Run_Service
-from conftest import DEMO_E2E_TASKS as TASKS
+from helpers import DEMO_E2E_TASKS as TASKS, EXPERTS_FLOOR, ORACLE_FLOOR, QUERY_FLOOR  # the floors: why, there
 from poe.cli import run
 
-# What a correct pipeline reaches at this budget (1 epoch per stage, fp32). Measured with this argv
-# and --seed 0/1/2/3 (seed 0 is the test's; the figures of one seed repeat exactly on one machine):
-#   Oracle, 24 classes (chance 4.2 %):        25.7 / 21.6 / 25.9 / 21.0 %  (mean 23.6, sd 2.5)
-#   experts on their own 3 classes, mean of the three (chance 33.3 %):
-#                                              59.7 / 50.8 / 50.3 / 42.8 %  (mean 50.9, sd 6.9)
-#   the query, 9 classes (chance 11.1 %):     33.3 / 20.6 / 24.7 / 21.9 %  (mean 25.1, sd 5.7)
-# Another CPU rounds differently, and training amplifies that into a run as different as another
-# seed's; so each floor sits under the worst seed, about 2 sd (Oracle: 4 sd) under the mean, and
-# still above chance: a pipeline that learns nothing (labels out of step with the images, logits
-# consolidated in the wrong order) fails it. The Oracle's floor is the sharpest check.
-ORACLE_FLOOR, EXPERTS_FLOOR, QUERY_FLOOR = 13.0, 37.0, 14.0
 
 
 @pytest.fixture
@@ -31,6 +20,7 @@ def built(demo_pool_alone):  # conftest.py: built once, shared with tests/test_t
     return demo_pool_alone
 
 
+@pytest.mark.slow  # trains the whole pool (Oracle, library student, experts)
 def test_preprocessing_fills_the_db_and_is_skipped_when_rerun(built, capsys):
     root, argv = built
     assert (root / "pre" / "oracle.pt").is_file() and (root / "pre" / "library_student.pt").is_file()

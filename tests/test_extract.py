@@ -10,7 +10,7 @@ from poe.extract import Member, initial_expert, train_from_cache
 from poe.feature_cache import CachedLoader
 from poe.pool import Pool
 from poe.service import build_task_model
-from tiny_demo import make_pool, preprocessor, tiny_profile
+from helpers import make_pool, preprocessor, tiny_profile
 
 TASKS = ["disks", "rings"]
 

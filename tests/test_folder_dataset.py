@@ -185,6 +185,7 @@ def test_the_pool_describes_itself(built):
     assert list(profile.mean) == d["mean"] and list(profile.std) == d["std"]
 
 
+@pytest.mark.slow  # a subprocess runs the exported model's client
 def test_the_service_answers_without_the_training_folder(built, tmp_path, capsys):
     _, pool, test_only, _ = built
     report, model = tmp_path / "report.json", tmp_path / "model.pt2"

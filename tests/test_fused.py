@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from CIFAR100 import PROFILE as CIFAR
+from helpers import randomize_bn, random_model, saved_pool
 from ImageNet import PROFILE as IMAGENET
 from poe.consolidate import consolidate
 from poe.fused import FusedTaskModel, fuse
@@ -14,43 +15,6 @@ from poe.realtime import CACHE
 from poe.service import build_task_model, describe, export
 
 TASKS = ["people", "vehicles_1", "vehicles_2", "small_mammals", "medium-sized_mammals"]
-
-
-def randomize_bn(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):  # eval-mode BN with non-trivial statistics: folding must matter
-            for t, lo, hi in ((m.weight.data, 0.5, 1.5), (m.bias.data, -0.3, 0.3),
-                              (m.running_mean, -0.3, 0.3), (m.running_var, 0.5, 2.0)):
-                t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
-    return module
-
-
-def randomize_biases(module, seed):
-    """Non-zero classifier biases (the networks initialise them to zero): a fused model that dropped
-    the experts' biases must not pass for the plain one."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
-            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
-    return module
-
-
-def saved_pool(root, profile, model, tasks) -> Pool:
-    """A pool folder holding `model`'s library and experts (for `tasks`, in order)."""
-    pool = Pool(root, profile)
-    pool.save_library(model.library)
-    for t, e in zip(tasks, model.experts):
-        pool.save_expert(t, e)
-    return pool
-
-
-def random_model(arch, hierarchy, tasks, seed=0):
-    torch.manual_seed(seed)
-    library = randomize_bn(arch.library(), seed)
-    experts = {t: randomize_biases(randomize_bn(arch.expert(len(hierarchy[t])), seed + i + 1), seed + i + 1)
-               for i, t in enumerate(tasks)}
-    return consolidate(library, experts, hierarchy)
 
 
 def test_fused_equals_sequential_on_random_networks():

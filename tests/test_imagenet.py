@@ -8,7 +8,7 @@ import torch
 
 import Run_preprocessing
 import Run_Service
-from image_folders import make_image_folder
+from helpers import make_image_folder
 from ImageNet import PROFILE, WNIDS
 from poe.cli import run
 from poe.consolidate import consolidate

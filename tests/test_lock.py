@@ -9,12 +9,11 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT, make_pool
 from Demo import PROFILE
 from poe.errors import PoEError
 from poe.lock import FolderLock
 from poe.pool import Pool
-from tiny_demo import make_pool
 
 
 def dead_pid() -> int:

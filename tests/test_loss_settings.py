@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import poe.extract
 import poe.preprocess
-from tiny_demo import make_pool, preprocessor, tiny_profile
+from helpers import make_pool, preprocessor, tiny_profile
 
 T, ALPHA = 4.0, 0.3
 TASKS = ["disks", "rings"]

@@ -15,7 +15,7 @@ from poe.cli import run
 from poe.errors import PoEError
 from poe.profiles import Budget
 from poe.train import fit
-from tiny_demo import make_pool, preprocessor
+from helpers import make_pool, preprocessor
 
 
 class Payload:

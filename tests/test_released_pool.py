@@ -9,7 +9,7 @@ import torch
 
 import Run_Service
 from CIFAR100 import PROFILE
-from conftest import ROOT
+from helpers import ROOT
 from poe.cli import run
 from poe.pool import Pool
 from poe.preprocess import Preprocessor, library_fingerprint

@@ -2,9 +2,7 @@
 its .pt2 runs in plain torch with the same logits, bad requests get a 4xx and leave it answering,
 a retrained expert is picked up, and a signal stops it cleanly. Pools of random-init networks:
 no training needed."""
-import contextlib
 import http.client
-import io
 import json
 import re
 import signal
@@ -18,72 +16,23 @@ import pytest
 import torch
 
 import Run_Service
-from conftest import ROOT
+from helpers import (ROOT, SERVER_EXPERTS, get_json, load_program, query, random_model, request, saved_pool,
+                     server_pool, serving)
 from Demo import PROFILE
 from poe.cli import run
-from poe.server import MAX_BODY, QueryService, Server
+from poe.server import MAX_BODY, QueryService
 from poe.service import build_task_model
-from test_fused import random_model, saved_pool
-
-TASK_FILE = "reds: red_disk, red_frame\n"  # overlaps disks and frames: a query may not join them
-WITH_EXPERTS = ["disks", "rings", "stripes", "frames", "reds"]  # blobs, ... have none
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    (root / "tasks.txt").write_text(TASK_FILE)
-    profile = PROFILE.with_task_file(root / "tasks.txt")
-    disjoint = WITH_EXPERTS[:-1]
-    pool = saved_pool(root / "pool", profile, random_model(profile.architecture, profile.hierarchy, disjoint),
-                      disjoint)
-    pool.save_expert("reds", profile.architecture.expert(len(profile.hierarchy["reds"])))
-    return pool
-
-
-@contextlib.contextmanager
-def serving(service: QueryService):
-    """The server on a free loopback port in a thread of this process; yields its (host, port)."""
-    server = Server(service, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[:2]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    return server_pool(tmp_path_factory.mktemp("server"))
 
 
 @pytest.fixture(scope="module")
 def address(pool):
     with serving(QueryService(pool, test=PROFILE.load(None)[1])) as addr:
         yield addr
-
-
-def request(address, method, path, body=None, headers=None):
-    """(status, headers, body bytes) of one request with the standard library's client."""
-    if isinstance(body, (dict, list)):
-        body, headers = json.dumps(body), {"Content-Type": "application/json", **(headers or {})}
-    conn = http.client.HTTPConnection(*address, timeout=300)  # generous: a busy machine
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def get_json(address, path):
-    status, _, data = request(address, "GET", path)
-    assert status == 200, data
-    return json.loads(data)
-
-
-def query(address, body):
-    status, headers, data = request(address, "POST", "/query", body)
-    assert headers["Content-Type"] == "application/json"
-    return status, json.loads(data)
 
 
 def cli_report(pool, tasks, tmp_path, *extra):
@@ -99,13 +48,6 @@ def without_timing(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "build_ms"}
 
 
-def load_program(data: bytes):
-    """Plain torch.export.load, none of this project's code: (module, poe_classes.json)."""
-    extra = {"poe_classes.json": ""}
-    module = torch.export.load(io.BytesIO(data), extra_files=extra).module()
-    return module, json.loads(extra["poe_classes.json"])
-
-
 def test_health_and_tasks(address, pool):
     health = get_json(address, "/health")
     assert health["status"] == "ok" and health["dataset"] == "demo" and health["evaluate"] is True
@@ -114,7 +56,7 @@ def test_health_and_tasks(address, pool):
     by_name = {t["name"]: t for t in listing["tasks"]}
     assert by_name["disks"]["classes"] == ["orange_disk", "red_disk", "yellow_disk"]
     assert by_name["disks"]["class_ids"] == PROFILE.hierarchy["disks"]
-    assert {t for t, info in by_name.items() if info["expert"]} == set(WITH_EXPERTS)
+    assert {t for t, info in by_name.items() if info["expert"]} == set(SERVER_EXPERTS)
 
 
 @pytest.mark.parametrize("evaluate", [False, True])

@@ -10,11 +10,16 @@ import pytest
 import torch
 
 from Demo import PROFILE
+from helpers import load_program, query, server_pool, serving
 from poe.server import QueryService
-from test_server import load_program, pool, query, serving  # noqa: F401 - pool: the module fixture, reused
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return server_pool(tmp_path_factory.mktemp("server"))
 
 
 @pytest.fixture(scope="module")

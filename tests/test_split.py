@@ -10,7 +10,7 @@ from poe.cli import run
 from poe.errors import PoEError
 from poe.pool import Pool
 from poe.split import ValidationSplit, check_same, recorded_split
-from tiny_demo import preprocessor, tiny_profile
+from helpers import preprocessor, tiny_profile
 
 
 def labels(per_class=20, classes=5):

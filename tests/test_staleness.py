@@ -7,7 +7,7 @@ import json
 import torch
 
 from poe.pool import Pool
-from tiny_demo import make_pool, preprocessor, tiny_profile
+from helpers import make_pool, preprocessor, tiny_profile
 
 
 def pool_with_library(root, profile, seed):

@@ -22,7 +22,7 @@ from poe.baselines.training import Setup, obtain
 from poe.cli import run
 from poe.profiles import Budget
 from poe.realtime import CACHE
-from tiny_demo import make_pool
+from helpers import make_pool
 
 
 def history(setup_s, seconds, accuracies):

@@ -7,7 +7,7 @@ import torch
 
 import Run_Service
 import Run_Table6
-from conftest import shared_path, shrink_demo
+from helpers import shared_path, shrink_demo
 from Demo import PROFILE as DEMO
 from poe import table6
 from poe.cli import run

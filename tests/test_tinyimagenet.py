@@ -8,13 +8,12 @@ import torch
 
 import Run_preprocessing
 import Run_Service
-from image_folders import colour, make_tiny_imagenet, write_image
+from helpers import colour, make_tiny_imagenet, shared_path, write_image
 from poe.cli import run
 from poe.errors import PoEError
 from poe.evaluate import expert_logits, predict, score_all_combinations, score_combination
 from poe.pool import Pool
 from TinyImageNet import PROFILE, WNIDS
-from conftest import shared_path
 
 BIRD_AND_ARACHNID = sorted(PROFILE.hierarchy["bird"] + PROFILE.hierarchy["arachnid"])
 

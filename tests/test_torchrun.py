@@ -8,7 +8,7 @@ pool's own library and Oracle gives the same experts and the same answer to a qu
 rounding (same thread count: 1, as each torchrun process has).
 
 Where BatchNorm statistics differ, close: the Oracle and the library student trained by 2 ranks
-normalise each global batch of 128 by its two halves (README, "Several processes"), so their pool
+normalise each global batch of 128 by its two halves (docs/torchrun.md), so their pool
 differs from the one the same command builds in one process (tests/test_end_to_end.py's). The
 Oracle's epoch loss must agree within 1 % (measured: 0.02 %); the rest of the pipeline amplifies
 the difference as another seed would (the query: 30.3 % with 2 ranks, 37.8 % in one process,
@@ -26,12 +26,11 @@ import torch
 
 import Run_preprocessing
 import Run_Service
-from conftest import DEMO_E2E_TASKS as TASKS, ROOT, demo_e2e_argv
+from helpers import DEMO_E2E_TASKS as TASKS, EXPERTS_FLOOR, ORACLE_FLOOR, QUERY_FLOOR, ROOT, demo_e2e_argv
 from Demo import PROFILE as DEMO
 from poe.cli import run
 from poe.pool import Pool
 from poe.service import build_task_model
-from test_end_to_end import EXPERTS_FLOOR, ORACLE_FLOOR, QUERY_FLOOR
 
 QUERY = ["stripes", "rings", "disks"]  # not in the profile's order
 ORACLE_LOSS_REL, QUERY_ACCURACY_POINTS = 0.01, 15.0
