@@ -24,7 +24,8 @@ from .evaluate import expert_logits, score_all_combinations
 from .history import save_png
 from .losses import EXPERT_LOSSES
 from .pool import Pool, library_fingerprint
-from .preprocess import PROJECT_ROOT, Preprocessor
+from .paths import PROJECT_ROOT
+from .preprocess import Preprocessor
 from .profiles import Budget, Profile, get_profile
 from .split import ValidationSplit, check_same, recorded_split
 from .teachers import ORACLE_TEACHERS
