@@ -24,7 +24,7 @@ from . import distributed
 from .distributed import rank_suffix
 from .errors import PoEError
 from .feature_cache import CACHE_DTYPES, CachedLoader, FeatureCache, bytes_per_view, data_fingerprint
-from .losses import EXPERT_LOSSES, ExpertLoss
+from .losses import ALPHA, EXPERT_LOSSES, TEMPERATURE, ExpertLoss
 from .metrics import OWN_CLASS_KEYS, describe_scores
 from .networks.grouped import GroupedWRNHeads, head_shape
 from .pool import Pool, library_fingerprint
@@ -184,7 +184,7 @@ def _train_members(pre, members, cached, teacher_kind, library, fingerprint, vie
     experts = [initial_expert(arch, len(hierarchy[m.task]), pre.seed, m.task) for m in members]
     joint = JointExperts(experts, layout, pre.device)
     columns = [torch.tensor(hierarchy[m.task], device=pre.device) for m in members]
-    losses = {kind: ExpertLoss(kind, temperature=4.0, alpha=0.3) for kind in {m.kind for m in members}}
+    losses = {kind: ExpertLoss(kind, temperature=TEMPERATURE, alpha=ALPHA) for kind in {m.kind for m in members}}
     several_kinds = len(losses) > 1
     names = [f"{m.kind}/{m.task}" if several_kinds else m.task for m in members]
 

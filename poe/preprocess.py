@@ -17,7 +17,7 @@ from .errors import PoEError
 from .evaluate import expert_logits, predict
 from .distributed import rank_suffix
 from .extract import Member, initial_expert, train_from_cache
-from .losses import ExpertLoss, SoftLoss
+from .losses import ALPHA, TEMPERATURE, ExpertLoss, SoftLoss
 from .metrics import OWN_CLASS_KEYS, accuracy_pct, describe_scores
 from .pool import Pool, library_fingerprint
 from .profiles import Budget, Profile
@@ -123,9 +123,7 @@ class Preprocessor:
         return signature
 
     def _budget_meta(self, stage: str) -> dict:
-        b = self.budgets[stage]
-        return {"epochs": b.epochs, "lr": b.lr, "schedule": b.schedule, "milestones": list(b.milestones),
-                "gamma": b.gamma, "batch_size": self.stage_batch_size(stage)}
+        return self.budgets[stage].meta(self.stage_batch_size(stage))
 
     # -- stage 1: Oracle -------------------------------------------------------------------------
     def oracle(self, force: bool = False) -> nn.Module:
@@ -187,7 +185,7 @@ class Preprocessor:
             oracle = oracle_fn()
             torch.manual_seed(self.seed + 1)
             student = arch.student()
-            kd = SoftLoss(temperature=4.0)
+            kd = SoftLoss(temperature=TEMPERATURE)
             tic = time.perf_counter()
             net = distributed.wrap(student, self.device)
 
@@ -285,7 +283,7 @@ class Preprocessor:
         # Initial weights depend only on (seed, task): the same as the cached path's (poe.extract).
         experts = nn.ModuleDict({t: initial_expert(arch, len(hierarchy[t]), self.seed, t) for t in tasks})
         columns = {t: torch.tensor(hierarchy[t], device=self.device) for t in tasks}
-        loss_fn = ExpertLoss(loss_kind, temperature=4.0, alpha=0.3)
+        loss_fn = ExpertLoss(loss_kind, temperature=TEMPERATURE, alpha=ALPHA)
 
         def batch_loss(x, y):  # labels unused: every expert sees the whole training set
             with frozen(library, teacher):

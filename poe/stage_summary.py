@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoint
+from .losses import TEMPERATURE
 from .metrics import OWN_CLASS_KEYS, describe_scores
 from .pool import Pool
 from .profiles import Profile
@@ -88,7 +89,7 @@ def summary_markdown(summary: dict) -> str:
 
     rows = ["| stage | network | budget | training images | wall time | val top-1 | test top-1 |",
             "|---|---|---|---|---|---|---|"]
-    for name, label in (("oracle", "Oracle (cross-entropy)"), ("library_student", "library student (KD, T=4)")):
+    for name, label in (("oracle", "Oracle (cross-entropy)"), ("library_student", f"library student (KD, T={TEMPERATURE:g})")):
         s = summary["stages"].get(name)
         if s:
             m = s.get("metrics") or {}
