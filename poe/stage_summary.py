@@ -89,7 +89,8 @@ def summary_markdown(summary: dict) -> str:
 
     rows = ["| stage | network | budget | training images | wall time | val top-1 | test top-1 |",
             "|---|---|---|---|---|---|---|"]
-    for name, label in (("oracle", "Oracle (cross-entropy)"), ("library_student", f"library student (KD, T={TEMPERATURE:g})")):
+    stages = (("oracle", "Oracle (cross-entropy)"), ("library_student", f"library student (KD, T={TEMPERATURE:g})"))
+    for name, label in stages:
         s = summary["stages"].get(name)
         if s:
             m = s.get("metrics") or {}
