@@ -43,9 +43,10 @@ from poe.baselines.training import Setup, obtain
 from poe.cli import add_common_args, check_writable, profile_from_args, run, setup_torch, write_report_files
 from poe.errors import PoEError
 from poe.feature_cache import CACHE_DTYPES
-from poe.pool import Pool, atomic_write_text
+from poe.files import atomic_write_text
+from poe.paths import PROJECT_ROOT, default_pool_dir, default_pretrained_dir
+from poe.pool import Pool
 from poe.split import ValidationSplit, check_same, recorded_split
-from poe.preprocess import PROJECT_ROOT, default_pool_dir, default_pretrained_dir
 from poe.service import export
 from poe.table6 import SIZES
 from poe.train import pick_amp, pick_device

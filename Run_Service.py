@@ -23,8 +23,9 @@ from pathlib import Path
 
 from poe.cli import ArgumentParser, add_common_args, check_writable, profile_from_args, run, setup_torch
 from poe.errors import PoEError
-from poe.pool import Pool, atomic_write_text
-from poe.preprocess import default_pool_dir
+from poe.files import atomic_write_text
+from poe.paths import default_pool_dir
+from poe.pool import Pool
 from poe.server import QueryService, serve
 from poe.service import export, query_report
 from poe.train import pick_amp, pick_device

@@ -27,8 +27,8 @@ from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, ad
                      check_writable, positive_float, positive_int, profile_from_args, run, setup_torch,
                      validation_from_args, write_report_files)
 from poe.errors import PoEError
+from poe.paths import default_pool_dir, default_pretrained_dir
 from poe.pool import Pool
-from poe.preprocess import default_pool_dir, default_pretrained_dir
 from poe.teachers import TEACHERS
 from poe.train import pick_amp, pick_device
 

@@ -35,9 +35,10 @@ from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, ad
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.history import plot_stages
+from poe.paths import default_pool_dir, default_pretrained_dir
 from poe.pool import Pool
-from poe.preprocess import (Preprocessor, default_pool_dir, default_pretrained_dir, stored_summary,
-                            summary_lines, summary_markdown)
+from poe.preprocess import Preprocessor
+from poe.stage_summary import stored_summary, summary_lines, summary_markdown
 from poe.teachers import TEACHERS
 from poe.train import pick_amp, pick_device
 

@@ -8,34 +8,24 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from .errors import PoEError
+from .files import atomic_write
 
 FORMAT = "poe"
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise PoEError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, PoEError):  # disk full, gone folder
-            raise PoEError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
-        raise
+    """torch.save, written atomically (poe.files)."""
+    def fill(fd: int, tmp: str) -> None:
+        os.close(fd)
+        torch.save(obj, tmp)  # by path: torch's zip writer opens the file itself
+
+    atomic_write(path, fill)
 
 
 def read(path: str | Path):

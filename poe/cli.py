@@ -193,7 +193,7 @@ def write_report_files(args, doc: dict, markdown: str, plot=None) -> None:
     import json
     from pathlib import Path
 
-    from .pool import atomic_write_text
+    from .files import atomic_write_text
 
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")

@@ -1,13 +1,17 @@
-"""Expert extraction from the feature cache: all requested experts — every task, and every loss
-variant when asked — trained jointly in one pass over cached library features and teacher logits.
+"""The expert stage: every requested expert trained and saved into its pool, from the feature cache
+(the default) or live.
 
-Per expert this is the paper's training: the same loss (L_soft, L_scale or L_soft + 0.3·L_scale on
-the teacher's logits of its classes), SGD with the same schedule (`poe.train.fit`), the same
-batches of 512 drawn from the whole training set, every image once per epoch. The differences are
-where the inputs come from (the cache: V stored augmented views, see poe.feature_cache) and that
-N experts run as one grouped network (poe.networks.grouped), which is exact. Each expert's initial
-weights depend only on (seed, task), so an expert starts the same whether it is trained alone,
-with other tasks, or once per loss variant (Table 6 then compares losses from the same start).
+From the cache, all requested experts — every task, and every loss variant when asked — train
+jointly in one pass over cached library features and teacher logits. Per expert this is the paper's
+training: the same loss (L_soft, L_scale or L_soft + α·L_scale on the teacher's logits of its
+classes), SGD with the same schedule (`poe.train.fit`), the same batches of 512 drawn from the whole
+training set, every image once per epoch. The differences are where the inputs come from (the
+cache: V stored augmented views, see poe.feature_cache) and that N experts run as one grouped
+network (poe.networks.grouped), which is exact. Live (the paper's code), the library and the
+teacher run on every batch, one pass per loss. Each expert's initial weights depend only on
+(seed, task), so an expert starts the same whether it is trained alone, with other tasks, once per
+loss variant (Table 6 then compares losses from the same start), from the cache or live. Both paths
+end the same way: resume, fit, score on the experts' own classes, save with their history.
 """
 from __future__ import annotations
 
@@ -24,18 +28,19 @@ from . import distributed
 from .distributed import rank_suffix
 from .errors import PoEError
 from .feature_cache import CACHE_DTYPES, CachedLoader, FeatureCache, bytes_per_view, data_fingerprint
-from .losses import EXPERT_LOSSES, ExpertLoss
+from .losses import ALPHA, EXPERT_LOSSES, TEMPERATURE, ExpertLoss
 from .metrics import OWN_CLASS_KEYS, describe_scores
 from .networks.grouped import GroupedWRNHeads, head_shape
 from .pool import Pool, library_fingerprint
 from .profiles import DEFAULT_CACHE_VIEWS as DEFAULT_VIEWS
+from .run_settings import RunSettings
 from .teachers import ORACLE_TEACHERS, oracle_teacher
 from .train import fit, frozen
 
 
 @dataclass(frozen=True)
 class Member:
-    """One expert of the joint run: trained with loss `kind` for `task`, saved into `pool`."""
+    """One expert to train: with loss `kind` for `task`, saved into `pool`."""
 
     kind: str
     task: str
@@ -92,15 +97,68 @@ class JointExperts(nn.Module):
         return out
 
 
-def cache_key(pre, library_fp: str, teacher_kind: str, teacher_fp: str, dtype: str) -> dict:
-    p = pre.profile
-    return {"format": 1, "dataset": p.name, "data": data_fingerprint(pre.data[0]), "library": library_fp,
-            "teacher": f"{teacher_kind}:{teacher_fp}", "batch_size": pre.stage_batch_size("expert"), "dtype": dtype,
+def stale_or_missing(pool: Pool, tasks: list[str], loss_kind: str, teacher_kind: str,
+                     validation: dict | None) -> list[str]:
+    """Tasks whose expert `pool` lacks, or holds trained on another library, loss, teacher or
+    validation split (`validation`: what the run records of its split, None without one)."""
+    manifest = pool.manifest()  # read once
+    fingerprint = (manifest.get("library") or {}).get("fingerprint")
+    entries = manifest.get("experts", {})
+    todo = []
+    for t in tasks:
+        e = entries.get(t)
+        if not pool.has_expert(t) or e is None or e.get("library") != fingerprint \
+                or e.get("loss") != loss_kind or e.get("teacher") != teacher_kind \
+                or (e.get("validation") or None) != validation:
+            todo.append(t)
+    return todo
+
+
+def train_experts(run: RunSettings, jobs: dict[str, tuple[Pool, list[str]]], teacher_kind: str, oracle_fn, *,
+                  cache_dir: str | Path, layout: str = "auto") -> dict[str, dict[str, float]]:
+    """Train and save the experts of several pools: `jobs` maps a loss kind (soft | scale |
+    soft+scale) to (the pool to save into, its tasks); every pool must hold the same library. From
+    the feature cache in `cache_dir` (run.expert_source "cache"), all of them in ONE joint pass; live,
+    one pass per loss kind. Under torchrun the experts are divided among the ranks, each training and
+    saving its own. Returns {kind: {task: accuracy on the task's own classes}} (run.score_on's first
+    split), of every expert."""
+    members = [Member(kind, t, pool) for kind, (pool, tasks) in jobs.items() for t in tasks]
+    if run.expert_source == "cache":
+        scores = train_from_cache(run, members, teacher_kind, oracle_fn, views=run.cache_views, cache_dir=cache_dir,
+                                  cache_dtype=run.cache_dtype, layout=layout)
+    else:
+        scores = {}
+        for kind in jobs:
+            scores.update(train_live(run, [m for m in members if m.kind == kind], teacher_kind, oracle_fn))
+    return {kind: {t: scores[(kind, t)] for t in tasks} for kind, (_, tasks) in jobs.items()}
+
+
+def _teacher(pool: Pool, teacher_kind: str, oracle_fn, device) -> tuple[nn.Module, bool]:
+    """The experts' teacher and whether it reads the library's features (the library student's own
+    head, so the library runs once for both) or images (the Oracle)."""
+    if teacher_kind in ORACLE_TEACHERS:
+        return oracle_teacher(teacher_kind, oracle_fn()), False
+    return pool.load_student_head().to(device), True
+
+
+def _names(members: list[Member]) -> list[str]:
+    """Each member's name in the losses and the history: its task, or kind/task when several loss
+    kinds train together."""
+    several_kinds = len({m.kind for m in members}) > 1
+    return [f"{m.kind}/{m.task}" if several_kinds else m.task for m in members]
+
+
+# -- from the feature cache -------------------------------------------------------------------------
+def cache_key(run: RunSettings, library_fp: str, teacher_kind: str, teacher_fp: str, dtype: str) -> dict:
+    p = run.profile
+    return {"format": 1, "dataset": p.name, "data": data_fingerprint(run.data[0]), "library": library_fp,
+            "teacher": f"{teacher_kind}:{teacher_fp}", "batch_size": run.stage_batch_size("expert"), "dtype": dtype,
             "augment": {"crop_padding": p.crop_padding, "image_size": p.image_size, "mean": list(p.mean),
                         "std": list(p.std)}}
 
 
-def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, views: int, cache_dir, dtype: str):
+def build_views(run: RunSettings, library, teacher, teacher_from_features: bool, key: dict, views: int, cache_dir,
+                dtype: str):
     """The first `views` views of the training set in the cache (computed where missing). Under
     torchrun the missing views are divided among the ranks (view k by rank k mod size); then every
     rank reads all of them."""
@@ -109,22 +167,22 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
         raise PoEError("the processes hold different libraries or teachers (their feature-cache keys differ): "
                        "every rank must train the experts on the same library and teacher")
     cache = FeatureCache(cache_dir, key)
-    train = pre.data[0]
+    train = run.data[0]
     world = distributed.world()
-    seed = pre.cache_seed  # the views' augmentation draws (the run's seed unless --cache_seed says otherwise)
+    seed = run.cache_seed  # the views' augmentation draws (the run's seed unless --cache_seed says otherwise)
     missing = distributed.broadcast([k for k in range(views) if not cache.has_view(seed, k)])  # rank 0's list
     todo = distributed.mine(missing, world)
     missing = len(todo)
     for k in todo:
-        loader = pre.train_loader("expert", seed=seed)
+        loader = run.train_loader("expert", seed=seed)
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(k)  # view k = the live loader's epoch k: same order, crops and flips
         with frozen(library, teacher):
-            cache.ensure(seed, k, loader, library, teacher, teacher_from_features, device=pre.device,
-                         amp=pre.amp, dtype=dtype, num_images=len(train), views_to_build=missing)
+            cache.ensure(seed, k, loader, library, teacher, teacher_from_features, device=run.device,
+                         amp=run.amp, dtype=dtype, num_images=len(train), views_to_build=missing)
         missing -= 1
     distributed.barrier()  # every view written before anyone reads them
-    out = [cache.ensure(seed, k, None, None, None, False, device=pre.device, dtype=dtype, num_images=len(train))
+    out = [cache.ensure(seed, k, None, None, None, False, device=run.device, dtype=dtype, num_images=len(train))
            for k in range(views)]
     size = sum(bytes_per_view(len(v), v.meta["feature_shape"], v.meta["num_classes"], dtype) for v in out)
     print(f"[experts] feature cache: {views} view(s), {size / 1e9:.2f} GB in {cache.folder} "
@@ -132,14 +190,16 @@ def build_views(pre, library, teacher, teacher_from_features: bool, key: dict, v
     return out
 
 
-def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *, views: int = DEFAULT_VIEWS,
-                     cache_dir: str | Path, cache_dtype: str = "float16",
+def train_from_cache(run: RunSettings, members: list[Member], teacher_kind: str, oracle_fn, *,
+                     views: int = DEFAULT_VIEWS, cache_dir: str | Path, cache_dtype: str = "float16",
                      layout: str = "auto") -> dict[tuple[str, str], float]:
-    """Train every member jointly over the cached views; save each into its pool. Under torchrun the
-    members are divided among the ranks (the cache's views too, see build_views): each rank trains
-    its share jointly and saves those experts; the pools' manifests are updated under their lock.
+    """Train every member jointly over the cached views; save each into its pool. The library (and
+    the library student's head) are read from the first member's pool; every other pool must hold
+    the same library. Under torchrun the members are divided among the ranks (the cache's views too,
+    see build_views): each rank trains its share jointly and saves those experts; the pools'
+    manifests are updated under their lock.
 
-    Returns {(kind, task): accuracy on the test images of the task's classes}, of all members."""
+    Returns {(kind, task): accuracy on the images of the task's classes}, of all members."""
     if not members:
         return {}
     if cache_dtype not in CACHE_DTYPES:
@@ -149,27 +209,24 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     for m in members:
         if m.kind not in EXPERT_LOSSES:
             raise PoEError(f"unknown expert loss {m.kind!r}; choose from {', '.join(EXPERT_LOSSES)}")
-    budget = pre.budgets["expert"]
-    library = pre.pool.load_library().to(pre.device)
+    source = members[0].pool
+    library = source.load_library().to(run.device)
     fingerprint = library_fingerprint(library)
     for pool in {m.pool.root: m.pool for m in members}.values():
-        if pool.root != pre.pool.root and library_fingerprint(pool.load_library()) != fingerprint:
-            raise PoEError(f"{pool.root} holds another library than {pre.pool.root}; import the same library first")
+        if pool.root != source.root and library_fingerprint(pool.load_library()) != fingerprint:
+            raise PoEError(f"{pool.root} holds another library than {source.root}; import the same library first")
 
-    if teacher_kind in ORACLE_TEACHERS:
-        teacher, from_features = oracle_teacher(teacher_kind, oracle_fn()), False
-    else:
-        teacher, from_features = pre.pool.load_student_head().to(pre.device), True
-    views = min(views, budget.epochs)  # a view no epoch reads is never computed
-    key = cache_key(pre, fingerprint, teacher_kind, library_fingerprint(teacher), cache_dtype)
+    teacher, from_features = _teacher(source, teacher_kind, oracle_fn, run.device)
+    views = min(views, run.budgets["expert"].epochs)  # a view no epoch reads is never computed
+    key = cache_key(run, fingerprint, teacher_kind, library_fingerprint(teacher), cache_dtype)
     tic = time.perf_counter()
-    cached = build_views(pre, library, teacher, from_features, key, views, cache_dir, cache_dtype)
+    cached = build_views(run, library, teacher, from_features, key, views, cache_dir, cache_dtype)
     cache_s = time.perf_counter() - tic
     del teacher  # not needed any more: training reads the cache
     world = distributed.world()
     mine = distributed.mine(members, world)
-    scores = _train_members(pre, mine, cached, teacher_kind, library, fingerprint, views, cache_dtype, layout,
-                            world, tic, cache_s) if mine else {}
+    scores = _train_cached(run, mine, cached, teacher_kind, library, fingerprint, views, cache_dtype, layout,
+                           world, tic, cache_s) if mine else {}
     everyone = {key: acc for part in distributed.gather(scores) for key, acc in part.items()}
     for m in members:
         if (m.kind, m.task) not in scores:  # trained by another rank, which prints nothing itself
@@ -178,45 +235,101 @@ def train_from_cache(pre, members: list[Member], teacher_kind: str, oracle_fn, *
     return everyone
 
 
-def _train_members(pre, members, cached, teacher_kind, library, fingerprint, views, cache_dtype, layout, world,
-                   tic, cache_s) -> dict[tuple[str, str], float]:
-    arch, hierarchy, budget = pre.profile.architecture, pre.profile.hierarchy, pre.budgets["expert"]
-    experts = [initial_expert(arch, len(hierarchy[m.task]), pre.seed, m.task) for m in members]
-    joint = JointExperts(experts, layout, pre.device)
-    columns = [torch.tensor(hierarchy[m.task], device=pre.device) for m in members]
-    losses = {kind: ExpertLoss(kind, temperature=4.0, alpha=0.3) for kind in {m.kind for m in members}}
-    several_kinds = len(losses) > 1
-    names = [f"{m.kind}/{m.task}" if several_kinds else m.task for m in members]
+def _train_cached(run, members, cached, teacher_kind, library, fingerprint, views, cache_dtype, layout, world,
+                  tic, cache_s) -> dict[tuple[str, str], float]:
+    arch, hierarchy = run.profile.architecture, run.profile.hierarchy
+    experts = [initial_expert(arch, len(hierarchy[m.task]), run.seed, m.task) for m in members]
+    joint = JointExperts(experts, layout, run.device)
+    columns = [torch.tensor(hierarchy[m.task], device=run.device) for m in members]
+    losses = {kind: ExpertLoss(kind, temperature=TEMPERATURE, alpha=ALPHA) for kind in {m.kind for m in members}}
+    names = _names(members)
 
     def batch_loss(features, teacher_logits):  # one forward of all experts, one loss per expert
         outputs = joint(features)
         return {name: losses[m.kind](out, teacher_logits[:, cols])
                 for name, m, out, cols in zip(names, members, outputs, columns)}
 
-    resume = members[0].pool.root / f"experts.cache{rank_suffix(world)}.resume.pt"
-    signature = pre._signature("expert", members=names, teacher=teacher_kind, library=fingerprint, source="cache",
-                               views=views, cache_seed=pre.cache_seed, cache_dtype=cache_dtype, layout=joint.layout)
-    history = fit(joint, batch_loss, CachedLoader(cached, pre.stage_batch_size("expert"), pre.seed), budget, resume_path=resume,
-                  signature=signature, device=pre.device, amp=pre.amp,
-                  desc=f"{len(members)} experts (cached, joint)",
-                  history_path=resume.parent / f"experts{rank_suffix(world)}.history.csv")
+    signature = run.signature("expert", members=names, teacher=teacher_kind, library=fingerprint, source="cache",
+                              views=views, cache_seed=run.cache_seed, cache_dtype=cache_dtype, layout=joint.layout)
 
-    trained = joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members])
+    def extraction() -> dict:  # recorded with each expert, once it is trained and scored
+        return {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members),
+                "wall_s": {"cache_this_process_s": round(cache_s, 1),
+                           "training_and_scoring_this_process_s": round(time.perf_counter() - tic - cache_s, 1)},
+                "layout": joint.layout}
+
+    return _fit_score_save(
+        run, members, joint, batch_loss, CachedLoader(cached, run.stage_batch_size("expert"), run.seed),
+        resume_stem="experts.cache", world=world, signature=signature, desc=f"{len(members)} experts (cached, joint)",
+        trained=lambda: joint.experts([lambda t=m.task: arch.expert(len(hierarchy[t])) for m in members]),
+        library=library, fingerprint=fingerprint, teacher_kind=teacher_kind, extraction=extraction)
+
+
+# -- live: library and teacher recomputed every batch -------------------------------------------------
+def train_live(run: RunSettings, members: list[Member], teacher_kind: str, oracle_fn) -> dict[tuple[str, str], float]:
+    """Train the members, all of one loss kind and one pool, in one pass over the images, the library
+    and the teacher running on every batch; save each into the pool. Under torchrun the members are
+    divided among the ranks, each training and saving its own.
+
+    Returns {(kind, task): accuracy on the images of the task's classes}, of all members."""
+    world = distributed.world()
+    mine = distributed.mine(members, world)
+    scores = _train_live(run, mine, teacher_kind, oracle_fn, world) if mine else {}
+    return {key: acc for part in distributed.gather(scores) for key, acc in part.items()}
+
+
+def _train_live(run, members, teacher_kind, oracle_fn, world) -> dict[tuple[str, str], float]:
+    kind, pool = members[0].kind, members[0].pool
+    arch, hierarchy = run.profile.architecture, run.profile.hierarchy
+    library = pool.load_library().to(run.device)
+    fingerprint = library_fingerprint(library)
+    teacher, from_features = _teacher(pool, teacher_kind, oracle_fn, run.device)
+    tasks = [m.task for m in members]
+    experts = nn.ModuleDict({t: initial_expert(arch, len(hierarchy[t]), run.seed, t) for t in tasks})
+    columns = {t: torch.tensor(hierarchy[t], device=run.device) for t in tasks}
+    loss_fn = ExpertLoss(kind, temperature=TEMPERATURE, alpha=ALPHA)
+
+    def batch_loss(x, y):  # labels unused: every expert sees the whole training set
+        with frozen(library, teacher):
+            features = library(x)
+            logits = teacher(features) if from_features else teacher(x)
+        return {t: loss_fn(experts[t](features), logits[:, columns[t]]) for t in tasks}
+
+    signature = run.signature("expert", tasks=tasks, loss=kind, teacher=teacher_kind, library=fingerprint)
+    return _fit_score_save(
+        run, members, experts, batch_loss, run.train_loader("expert"), resume_stem="experts", world=world,
+        signature=signature, desc=f"{len(tasks)} experts", trained=lambda: [experts[t] for t in tasks],
+        library=library, fingerprint=fingerprint, teacher_kind=teacher_kind)
+
+
+# -- the end both paths share ------------------------------------------------------------------------
+def _fit_score_save(run: RunSettings, members: list[Member], model: nn.Module, batch_loss, loader, *,
+                    resume_stem: str, world: distributed.World, signature: dict, desc: str, trained, library,
+                    fingerprint: str, teacher_kind: str, extraction=None) -> dict[tuple[str, str], float]:
+    """Train `model` (the members' experts, as one module) with fit(), resuming from
+    <first pool>/<resume_stem>[.rankRofN].resume.pt; `trained()` then gives the members' experts as
+    separate modules. Each is scored on its own classes and saved into its pool with its share of the
+    history (and `extraction()`, what the cached path records), one line printed per expert.
+
+    Returns {(kind, task): accuracy on run.score_on's first split}."""
+    root = members[0].pool.root
+    resume = root / f"{resume_stem}{rank_suffix(world)}.resume.pt"
+    history = fit(model, batch_loss, loader, run.budgets["expert"], resume_path=resume, signature=signature,
+                  device=run.device, amp=run.amp, desc=desc,
+                  history_path=root / f"experts{rank_suffix(world)}.history.csv")
+    experts = trained()
     metrics = {}
     for kind in sorted({m.kind for m in members}):
-        mine = {m.task: e.to(pre.device) for m, e in zip(members, trained) if m.kind == kind}
-        metrics.update({(kind, t): m for t, m in pre.own_class_metrics(library, mine).items()})
-    scores = {key: m[OWN_CLASS_KEYS[pre.score_on[0]]] for key, m in metrics.items()}
-    extraction = {"source": "cache", "views": views, "cache_dtype": cache_dtype, "joint_experts": len(members),
-                  "wall_s": {"cache_this_process_s": round(cache_s, 1),
-                             "training_and_scoring_this_process_s": round(time.perf_counter() - tic - cache_s, 1)},
-                  "layout": joint.layout}
-    for m, name, expert in zip(members, names, trained):
+        mine = {m.task: e.to(run.device) for m, e in zip(members, experts) if m.kind == kind}
+        metrics.update({(kind, t): m for t, m in run.own_class_metrics(library, mine).items()})
+    scores = {key: m[OWN_CLASS_KEYS[run.score_on[0]]] for key, m in metrics.items()}
+    recorded = {"extraction": extraction()} if extraction is not None else {}
+    for m, name, expert in zip(members, _names(members), experts):
         per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{name}", "loss")}
                     for h in history]
         m.pool.save_expert(m.task, expert.cpu(), loss=m.kind, teacher=teacher_kind, library=fingerprint,
-                           budget=pre._budget_meta("expert"), history=per_task, extraction=extraction,
-                           metrics=metrics[(m.kind, m.task)], validation=pre.split_meta)
+                           budget=run.budget_meta("expert"), history=per_task, **recorded,
+                           metrics=metrics[(m.kind, m.task)], validation=run.split_meta)
         print(f"[experts] {m.kind} {m.task}: {describe_scores(metrics[(m.kind, m.task)])} on its own classes -> "
               f"{m.pool.expert_path(m.task)}")
     resume.unlink(missing_ok=True)

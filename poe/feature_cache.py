@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .data import epoch_generator
 from .errors import PoEError
 from .evaluate import autocast
-from .pool import atomic_write_text
+from .files import atomic_write_text
 
 CACHE_DTYPES = {"float16": (np.float16, torch.float16), "bfloat16": (np.int16, torch.bfloat16),
                 "float32": (np.float32, torch.float32)}

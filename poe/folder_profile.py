@@ -35,6 +35,7 @@ from pathlib import Path
 from .errors import PoEError
 from .image_folder import FolderImages, MissingSplit, Split, channel_stats, scan_split, typical_side
 from .networks import MobileNetV2Architecture, WRNArchitecture, WRNConfig
+from .paths import PROJECT_ROOT
 from .profiles import Profile, get_profile
 from .subset import with_num_classes
 
@@ -247,8 +248,6 @@ def check_tasks(profile: ImageFolderProfile, announce: bool) -> None:
 # -- the command line ---------------------------------------------------------------------------------
 def _pool_dirs(args) -> list[Path]:
     """Pools a tool reads or writes, in order: --db (Run_Table6: each one), --library_from, the default."""
-    from .preprocess import PROJECT_ROOT
-
     db = getattr(args, "db", None)
     dirs = [Path(d) for d, _ in db] if isinstance(db, list) else [Path(db)] if db else []
     if getattr(args, "library_from", None):

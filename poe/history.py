@@ -9,7 +9,7 @@ import csv
 import io
 from pathlib import Path
 
-from .pool import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text
 
 FIRST_COLUMNS = ("epoch", "lr", "loss", "seconds", "images_per_s")
 

@@ -120,7 +120,8 @@ def plot(doc: dict, path: Path) -> str:
 
 
 def main(argv=None) -> None:
-    from .preprocess import Preprocessor, default_pretrained_dir
+    from .paths import default_pretrained_dir
+    from .preprocess import Preprocessor
     from .table6 import validation_images
 
     from .profiles import REGISTRY, get_profile

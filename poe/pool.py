@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch.nn as nn
 
 from . import checkpoint
 from .errors import PoEError
+from .files import atomic_write_text
 from .lock import FolderLock
 
 MANIFEST_LOCK = ".manifest.lock"  # held for a manifest update only (the writer lock is poe.lock's)
@@ -35,28 +34,6 @@ def library_fingerprint(library: nn.Module) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as exc:  # e.g. a full disk: the old file stays, and no temporary file is left
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise PoEError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class Pool:

@@ -1,7 +1,8 @@
 """Preprocessing: Oracle -> library student -> library + experts, stored in the model DB.
 
 Each stage is skipped when its result is already in the DB (unless forced) and resumes from its
-last epoch after an interruption. Called by Run_preprocessing.py.
+last epoch after an interruption. Called by Run_preprocessing.py. The run's settings and data are
+poe.run_settings's; the expert stage is poe.extract's.
 """
 from __future__ import annotations
 
@@ -13,155 +14,70 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint, distributed
-from .errors import PoEError
-from .evaluate import expert_logits, predict
-from .distributed import rank_suffix
-from .extract import Member, initial_expert, train_from_cache
-from .losses import ExpertLoss, SoftLoss
-from .metrics import OWN_CLASS_KEYS, accuracy_pct, describe_scores
+from .extract import stale_or_missing, train_experts
+from .losses import TEMPERATURE, SoftLoss
 from .pool import Pool, library_fingerprint
-from .profiles import Budget, Profile
-from .split import ValidationSplit
-from .teachers import ORACLE_TEACHERS, oracle_teacher
+from .profiles import Profile
+from .run_settings import RunSettings
+from .stage_summary import describe_stored
+# Old home of these names: tests still import them from here.
+from .stage_summary import stored_summary, summary_lines, summary_markdown  # noqa: F401
 from .train import fit, frozen
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def stored_oracle(profile: Profile, pretrained_dir: Path, device: torch.device, *,
+                  weights: dict[str, str] | None = None, download: bool = False) -> nn.Module:
+    """The Oracle a run reads without training it: a pretrained architecture's published weights
+    (e.g. ImageNet's, torchvision's), else oracle.pt of the pretrained DB (PoEError when absent)."""
+    arch = profile.architecture
+    if getattr(arch, "pretrained", False):
+        return arch.load_pretrained("oracle", (weights or {}).get("oracle"), download).to(device).eval()
+    path = Path(pretrained_dir) / "oracle.pt"
+    state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, "oracle")
+    model = arch.oracle(meta.get("config"))  # the checkpoint's own shape (e.g. --budget cpu's Oracle)
+    checkpoint.load_into(model, state, path, "Oracle")
+    print(f"[oracle] using {path} ({describe_stored(meta)})")
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
-def default_pool_dir(profile: Profile) -> Path:
-    return PROJECT_ROOT / "DB_PoE" / profile.name
+def import_library(source: Pool, into: Pool) -> None:
+    """Copy the library (and the library student's head, if there) of `source`, e.g. the authors'
+    pool, into the pool `into` (rank 0 writes under torchrun)."""
+    def save():
+        library = source.load_library()
+        meta = {"source": str(source.library_path), "fingerprint": library_fingerprint(library)}
+        if source.student_head_path.is_file():
+            into.save_student_head(source.load_student_head(), **meta)
+        into.save_library(library, **meta)
+        print(f"[library] imported {source.library_path} into {into.library_path}")
+
+    distributed.main_writes(save)
 
 
-def default_pretrained_dir(profile: Profile) -> Path:
-    return PROJECT_ROOT / "DB_pretrained" / profile.name
+class Preprocessor(RunSettings):
+    """A run's settings (poe.run_settings) writing into a pool (library and experts) and a
+    pretrained DB (Oracle and library student); each method is one stage. `settings`: RunSettings's;
+    `cache_dir`: the experts' feature cache, by default the pool's feature_cache/."""
 
-
-def describe_stored(meta: dict) -> str:
-    """One line about a stored model: its architecture, budget and test score when it was trained."""
-    parts = [meta.get("architecture", "?")]
-    budget = meta.get("budget") or {}
-    if budget:
-        parts.append(f"{budget.get('epochs')} epochs")
-    metrics = meta.get("metrics") or {}
-    for split in ("val", "test"):
-        acc = metrics.get("test_top1_pct" if split == "test" else "val_top1_pct")
-        if acc is not None:
-            parts.append(f"{split} top-1 {acc:.2f}%")
-    return ", ".join(parts)
-
-
-class LibraryStudentTeacher(nn.Module):
-    """The library student used as the experts' teacher: library + its own classifier head."""
-
-    def __init__(self, library: nn.Module, head: nn.Module):
-        super().__init__()
-        self.library, self.head = library, head
-
-    def forward(self, x):
-        return self.head(self.library(x))
-
-
-class Preprocessor:
-    """Holds the run's settings; each method is one stage."""
-
-    def __init__(self, profile: Profile, pool: Pool, pretrained_dir: Path, *, data_root, download: bool,
-                 batch_size: int, budgets: dict[str, Budget], device: torch.device, amp: str, seed: int,
-                 weights: dict[str, str] | None = None, expert_source: str = "cache",
-                 cache_views: int | None = None, cache_dir: str | Path | None = None, cache_dtype: str = "float16",
-                 validation: ValidationSplit = ValidationSplit(), score_on: tuple[str, ...] | None = None,
-                 cache_seed: int | None = None):
-        self.profile, self.pool, self.pretrained_dir = profile, pool, Path(pretrained_dir)
-        # The validation split (poe.split) is held out of every stage's training images. Scores are
-        # read on `score_on`: "val" alone while settings are being compared, the test set only for
-        # what is reported.
-        self.validation = validation
-        self.score_on = tuple(score_on or (("val", "test") if validation else ("test",)))
-        if "val" in self.score_on and not validation:
-            raise PoEError("scoring on the validation split needs one: pass --val_per_class N")
-        if not self.score_on or set(self.score_on) - {"val", "test"}:
-            raise PoEError(f"--score_on takes val and/or test, got {' '.join(self.score_on)}")
-        # Experts: "cache" trains them from stored library features + teacher logits of
-        # `cache_views` augmented views (poe.extract); "live" recomputes both every batch (the paper's code).
-        if expert_source not in ("cache", "live"):
-            raise PoEError(f"expert source must be 'cache' or 'live', got {expert_source!r}")
-        self.expert_source, self.cache_dtype = expert_source, cache_dtype
-        self.cache_views = profile.cache_views if cache_views is None else cache_views
+    def __init__(self, profile: Profile, pool: Pool, pretrained_dir: Path, *, cache_dir: str | Path | None = None,
+                 **settings):
+        super().__init__(profile, **settings)
+        self.pool, self.pretrained_dir = pool, Path(pretrained_dir)
         self.cache_dir = Path(cache_dir) if cache_dir else pool.root / "feature_cache"
-        self.weights = weights or {}  # pretrained architectures: kind -> local weights file
-        self.data_root, self.download = data_root, download
-        self.batch_size, self.budgets = batch_size, budgets
-        self.device, self.amp, self.seed = device, amp, seed
-        # The cached views' augmentation seed: the run's, unless set apart so that runs differing only
-        # in the experts' seed (initialisation, batch order) share one cache.
-        self.cache_seed = seed if cache_seed is None else cache_seed
-        self._data = self._val = self._split_meta = None
 
-    # -- data (loaded once, only if some stage trains) ------------------------------------------
-    @property
-    def data(self):
-        """(training images minus the validation split, test images)."""
-        if self._data is None:
-            train, test = self.profile.load(self.data_root, self.download)
-            self._split_meta = self.validation.describe(train)
-            train, self._val = self.validation.apply(train)
-            self._data = (train, test)
-        return self._data
-
-    @property
-    def val(self):
-        """The held-out validation images (None without a split)."""
-        if not self.validation:
-            return None
-        self.data  # loads and splits
-        return self._val
-
-    @property
-    def split_meta(self) -> dict | None:
-        """What stored models record of the split (poe.split.ValidationSplit.describe)."""
-        if not self.validation:
-            return None
-        self.data
-        return self._split_meta
-
-    def eval_set(self, split: str):
-        return self.val if split == "val" else self.data[1]
-
-    def stage_batch_size(self, stage: str) -> int:
-        """A stage's batch: its budget's where the budget names one (e.g. --budget cpu), else the run's."""
-        return self.budgets[stage].batch_size or self.batch_size
-
-    def train_loader(self, stage: str, world: distributed.World = distributed.ALONE, seed: int | None = None):
-        """`world`: the processes training the stage's model together, each reading its shard."""
-        return self.profile.train_loader(self.data[0], self.stage_batch_size(stage),
-                                         self.seed if seed is None else seed, world)
-
-    def test_loader(self):
-        return self.profile.eval_loader(self.data[1])
-
-    def _signature(self, stage: str, **extra) -> dict:
-        signature = {"stage": stage, "dataset": self.profile.name, **self._budget_meta(stage), "seed": self.seed, **extra}
-        if self.validation:  # without a split the signature stays as before: older resume files still match
-            signature["validation"] = self.split_meta
-        return signature
-
-    def _budget_meta(self, stage: str) -> dict:
-        b = self.budgets[stage]
-        return {"epochs": b.epochs, "lr": b.lr, "schedule": b.schedule, "milestones": list(b.milestones),
-                "gamma": b.gamma, "batch_size": self.stage_batch_size(stage)}
+    # The names these had before they were RunSettings' public methods (the tests use them).
+    _signature = RunSettings.signature
+    _budget_meta = RunSettings.budget_meta
 
     # -- stage 1: Oracle -------------------------------------------------------------------------
     def oracle(self, force: bool = False) -> nn.Module:
         arch = self.profile.architecture
-        if getattr(arch, "pretrained", False):  # e.g. ImageNet: torchvision's weights, not trained here
-            return arch.load_pretrained("oracle", self.weights.get("oracle"), self.download).to(self.device).eval()
         path = self.pretrained_dir / "oracle.pt"
         resume = self.pretrained_dir / "oracle.resume.pt"
-        if path.is_file() and not force:
-            state, meta = checkpoint.state_and_meta(checkpoint.read(path), path, "oracle")
-            model = arch.oracle(meta.get("config"))  # the checkpoint's own shape (e.g. --budget cpu's Oracle)
-            checkpoint.load_into(model, state, path, "Oracle")
-            print(f"[oracle] using {path} ({describe_stored(meta)})")
-            return model.to(self.device, memory_format=torch.channels_last).eval()
+        # A pretrained architecture's Oracle (e.g. ImageNet's) is torchvision's, never trained here.
+        if getattr(arch, "pretrained", False) or (path.is_file() and not force):
+            return stored_oracle(self.profile, self.pretrained_dir, self.device, weights=self.weights,
+                                 download=self.download)
         main = distributed.world().is_main
         if force and main:
             resume.unlink(missing_ok=True)
@@ -170,7 +86,7 @@ class Preprocessor:
         tic = time.perf_counter()
         net = distributed.wrap(model, self.device)  # DDP under torchrun (all ranks start from rank 0's weights)
         history = fit(net, lambda x, y: F.cross_entropy(net(x), y), self.train_loader("oracle", distributed.world()),
-                      self.budgets["oracle"], resume_path=resume, signature=self._signature("oracle"),
+                      self.budgets["oracle"], resume_path=resume, signature=self.signature("oracle"),
                       device=self.device, amp=self.amp, desc="oracle", **self._logging("oracle", model))
         # Stored in half precision (WRN-40-4: 18 MB instead of 36); rounded first, so the score below
         # and every later stage see exactly the stored Oracle.
@@ -180,7 +96,7 @@ class Preprocessor:
             print(f"[oracle] test top-1 {acc:.2f}%")
             checkpoint.atomic_save(checkpoint.make("oracle", model, half=True, dataset=self.profile.name,
                                                    architecture=arch.describe()["oracle"],
-                                                   config=arch.oracle_config(), budget=self._budget_meta("oracle"),
+                                                   config=arch.oracle_config(), budget=self.budget_meta("oracle"),
                                                    history=history, metrics=self._scores(model, acc),
                                                    validation=self.split_meta,
                                                    wall_s=self._wall(tic, history)), path)
@@ -209,7 +125,7 @@ class Preprocessor:
             oracle = oracle_fn()
             torch.manual_seed(self.seed + 1)
             student = arch.student()
-            kd = SoftLoss(temperature=4.0)
+            kd = SoftLoss(temperature=TEMPERATURE)
             tic = time.perf_counter()
             net = distributed.wrap(student, self.device)
 
@@ -219,7 +135,7 @@ class Preprocessor:
                 return kd(net(x), target)
 
             history = fit(net, batch_loss, self.train_loader("library", distributed.world()), self.budgets["library"],
-                          resume_path=resume, signature=self._signature("library"), device=self.device, amp=self.amp,
+                          resume_path=resume, signature=self.signature("library"), device=self.device, amp=self.amp,
                           desc="library student", **self._logging("library_student", student))
             acc = None
             if main:
@@ -227,7 +143,7 @@ class Preprocessor:
                 print(f"[library] library student test top-1 {acc:.2f}%")
                 checkpoint.atomic_save(checkpoint.make("library_student", student, dataset=self.profile.name,
                                                        architecture=arch.describe()["library"],
-                                                       budget=self._budget_meta("library"), history=history,
+                                                       budget=self.budget_meta("library"), history=history,
                                                        metrics=self._scores(student, acc),
                                                        validation=self.split_meta,
                                                        wall_s=self._wall(tic, history)), path)
@@ -248,89 +164,25 @@ class Preprocessor:
 
     def import_library(self, source: Pool) -> None:
         """Take the library (and the student's head, if there) from another pool, e.g. the authors'."""
-        def save():
-            library = source.load_library()
-            meta = {"source": str(source.library_path), "fingerprint": library_fingerprint(library)}
-            if source.student_head_path.is_file():
-                self.pool.save_student_head(source.load_student_head(), **meta)
-            self.pool.save_library(library, **meta)
-            print(f"[library] imported {source.library_path} into {self.pool.library_path}")
+        import_library(source, self.pool)
 
-        distributed.main_writes(save)
-
-    # -- stage 3: experts ---------------------------------------------------------------------------
+    # -- stage 3: experts (poe.extract) ----------------------------------------------------------------
     def stale_or_missing(self, tasks: list[str], loss_kind: str, teacher_kind: str) -> list[str]:
-        """Tasks whose expert is absent, or was trained on another library / loss / teacher."""
-        manifest = self.pool.manifest()  # read once
-        fingerprint = (manifest.get("library") or {}).get("fingerprint")
-        entries = manifest.get("experts", {})
-        todo = []
-        for t in tasks:
-            e = entries.get(t)
-            if not self.pool.has_expert(t) or e is None or e.get("library") != fingerprint \
-                    or e.get("loss") != loss_kind or e.get("teacher") != teacher_kind \
-                    or (e.get("validation") or None) != self.split_meta:
-                todo.append(t)
-        return todo
-
-    def train_expert_pools(self, jobs: dict[str, tuple[Pool, list[str]]], teacher_kind: str,
-                           oracle_fn) -> dict[str, dict[str, float]]:
-        """Train, in ONE joint pass over the feature cache, the experts of several pools: `jobs` maps a
-        loss kind (soft | scale | soft+scale) to (pool to save into, tasks). Every pool must hold this
-        Preprocessor's library. Returns {kind: {task: accuracy on the task's own test classes}}."""
-        members = [Member(kind, t, pool) for kind, (pool, tasks) in jobs.items() for t in tasks]
-        scores = train_from_cache(self, members, teacher_kind, oracle_fn, views=self.cache_views,
-                                  cache_dir=self.cache_dir, cache_dtype=self.cache_dtype)
-        return {kind: {t: scores[(kind, t)] for t in tasks} for kind, (_, tasks) in jobs.items()}
+        """Tasks whose expert is absent, or was trained on another library / loss / teacher / split."""
+        return stale_or_missing(self.pool, tasks, loss_kind, teacher_kind, self.split_meta)
 
     def experts(self, tasks: list[str], loss_kind: str, teacher_kind: str, oracle_fn) -> dict[str, float]:
         """Train and save the experts of `tasks`; under torchrun the tasks are divided among the ranks,
         each training and saving its own. Returns every task's score on its own classes."""
-        if self.expert_source == "cache":
-            return self.train_expert_pools({loss_kind: (self.pool, tasks)}, teacher_kind, oracle_fn)[loss_kind]
-        world = distributed.world()
-        scores = self._live_experts(distributed.mine(tasks), loss_kind, teacher_kind, oracle_fn, world) \
-            if distributed.mine(tasks) else {}
-        return {t: s for part in distributed.gather(scores) for t, s in part.items()}
+        return self.train_expert_pools({loss_kind: (self.pool, tasks)}, teacher_kind, oracle_fn)[loss_kind]
 
-    def _live_experts(self, tasks: list[str], loss_kind: str, teacher_kind: str, oracle_fn, world) -> dict[str, float]:
-        arch, hierarchy = self.profile.architecture, self.profile.hierarchy
-        library = self.pool.load_library().to(self.device)
-        fingerprint = library_fingerprint(library)
-        if teacher_kind in ORACLE_TEACHERS:
-            teacher = oracle_teacher(teacher_kind, oracle_fn())
-            teacher_from_features = None
-        else:
-            head = self.pool.load_student_head().to(self.device)
-            teacher = LibraryStudentTeacher(library, head)
-            teacher_from_features = head  # the teacher shares the library: reuse its features
-        # Initial weights depend only on (seed, task): the same as the cached path's (poe.extract).
-        experts = nn.ModuleDict({t: initial_expert(arch, len(hierarchy[t]), self.seed, t) for t in tasks})
-        columns = {t: torch.tensor(hierarchy[t], device=self.device) for t in tasks}
-        loss_fn = ExpertLoss(loss_kind, temperature=4.0, alpha=0.3)
-
-        def batch_loss(x, y):  # labels unused: every expert sees the whole training set
-            with frozen(library, teacher):
-                features = library(x)
-                logits = teacher_from_features(features) if teacher_from_features is not None else teacher(x)
-            return {t: loss_fn(experts[t](features), logits[:, columns[t]]) for t in tasks}
-
-        resume = self.pool.root / f"experts{rank_suffix(world)}.resume.pt"
-        signature = self._signature("expert", tasks=tasks, loss=loss_kind, teacher=teacher_kind, library=fingerprint)
-        history = fit(experts, batch_loss, self.train_loader("expert"), self.budgets["expert"], resume_path=resume,
-                      signature=signature, device=self.device, amp=self.amp, desc=f"{len(tasks)} experts",
-                      history_path=self.pool.root / f"experts{rank_suffix(world)}.history.csv")
-        metrics = self.own_class_metrics(library, experts)
-        scores = {t: m[OWN_CLASS_KEYS[self.score_on[0]]] for t, m in metrics.items()}
-        for t in tasks:
-            per_task = [{k: v for k, v in h.items() if k in ("epoch", "lr", "seconds", f"loss/{t}", "loss")}
-                        for h in history]
-            self.pool.save_expert(t, experts[t].cpu(), loss=loss_kind, teacher=teacher_kind, library=fingerprint,
-                                  budget=self._budget_meta("expert"), history=per_task, metrics=metrics[t],
-                                  validation=self.split_meta)
-            print(f"[experts] {t}: {describe_scores(metrics[t])} on its own classes -> {self.pool.expert_path(t)}")
-        resume.unlink(missing_ok=True)
-        return scores
+    def train_expert_pools(self, jobs: dict[str, tuple[Pool, list[str]]], teacher_kind: str,
+                           oracle_fn) -> dict[str, dict[str, float]]:
+        """Train the experts of several pools: `jobs` maps a loss kind (soft | scale | soft+scale) to
+        (pool to save into, tasks); from the feature cache in ONE joint pass, or live, one pass per
+        loss (expert_source; poe.extract.train_experts). Every pool must hold the same library.
+        Returns {kind: {task: accuracy on the task's own classes}}."""
+        return train_experts(self, jobs, teacher_kind, oracle_fn, cache_dir=self.cache_dir)
 
     # -- scores (reported, never used to pick a checkpoint) -------------------------------------------
     @staticmethod
@@ -346,11 +198,6 @@ class Preprocessor:
         return {"history_path": self.pretrained_dir / f"{name}.history.csv",
                 "evaluate": lambda: {"test_top1_pct": self._top1(model)}}
 
-    def _top1(self, model, split: str = "test") -> float:
-        loader = self.profile.eval_loader(self.eval_set(split))
-        logits, labels = predict(model, loader, self.device, self.amp, desc=split)
-        return accuracy_pct(logits.argmax(1), labels)
-
     def _scores(self, model, test_acc: float) -> dict:
         """A stage's stored metrics: test top-1 (already computed), and validation top-1 with a split."""
         scores = {"test_top1_pct": test_acc}
@@ -358,115 +205,3 @@ class Preprocessor:
             scores["val_top1_pct"] = self._top1(model, "val")
             print(f"validation top-1 {scores['val_top1_pct']:.2f}%")
         return scores
-
-    def own_class_metrics(self, library, experts) -> dict[str, dict[str, float]]:
-        """Each expert's top-1 on its own classes, on every split of `score_on` (stored as metrics)."""
-        out = {t: {} for t in experts}
-        for split in self.score_on:
-            for t, acc in self._own_class_accuracy(library, experts, split).items():
-                out[t][OWN_CLASS_KEYS[split]] = acc
-        return out
-
-    def _own_class_accuracy(self, library, experts, split: str = "test") -> dict[str, float]:
-        hierarchy = self.profile.hierarchy
-        classes = sorted(c for t in experts for c in hierarchy[t])
-        loader = self.profile.eval_loader(self.eval_set(split).subset(classes))
-        logits, labels = expert_logits(library, dict(experts), loader, self.device, self.amp, desc=split)
-        scores = {}
-        for t in experts:
-            ids = torch.tensor(hierarchy[t])
-            mask = torch.isin(labels, ids)
-            pred = ids[logits[t][mask].argmax(1)]
-            scores[t] = accuracy_pct(pred, labels[mask])
-        return scores
-
-
-# -- what the DB holds (printed after every run; Run_preprocessing.py --json/--markdown) ---------------
-def stored_summary(profile: Profile, pool: Pool, pretrained_dir: Path, tasks: list[str]) -> dict:
-    """Each stored model's architecture, budget, wall time and test score, from its checkpoint's metadata
-    (nothing is evaluated again)."""
-    stages = {}
-    for name in ("oracle", "library_student"):
-        path = Path(pretrained_dir) / f"{name}.pt"
-        if path.is_file():
-            _, meta = checkpoint.state_and_meta(checkpoint.read(path), path, name)
-            stages[name] = {k: meta.get(k) for k in ("architecture", "budget", "wall_s", "metrics", "stored_dtype",
-                                                     "history", "validation", "date")}
-    manifest = pool.manifest()  # read once
-    library = manifest.get("library") or {}
-    entries = manifest.get("experts", {})
-    experts = {t: {k: entries[t].get(k) for k in ("loss", "teacher", "budget", "metrics", "extraction", "validation",
-                                                  "date")}
-               for t in tasks if t in entries}
-    def shown(path) -> str:  # relative to the working folder where it lies below it: results stay portable
-        path = Path(path).resolve()
-        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-    return {"dataset": profile.name, "pool": shown(pool.root), "pretrained_db": shown(pretrained_dir),
-            "library": {k: library.get(k) for k in ("architecture", "fingerprint", "student_test_top1_pct", "source")},
-            "stages": stages, "experts": experts}
-
-
-def _minutes(seconds) -> str:
-    return "–" if seconds is None else f"{seconds / 60:.1f} min"
-
-
-def summary_lines(summary: dict) -> list[str]:
-    """One line per stored model, as Run_preprocessing.py prints them."""
-    lines = []
-    for name, label in (("oracle", "Oracle"), ("library_student", "library student")):
-        if name in summary["stages"]:
-            lines.append(f"  {label:<16}: {describe_stored(summary['stages'][name])}")
-    for task, e in summary["experts"].items():
-        scores = describe_scores(e.get("metrics") or {})
-        lines.append(f"  expert {task:<24}: {scores or '?'} on its own classes "
-                     f"({e.get('loss')}, teacher {e.get('teacher')})")
-    return lines
-
-
-def summary_markdown(summary: dict) -> str:
-    """The stages as a Markdown table (architecture, budget, training images, wall time, validation and
-    test scores)."""
-    def budget(b):
-        if not b:
-            return "–"
-        sched = "cosine" if b.get("schedule") == "cosine" else f"×{b.get('gamma', 0.1)} at {b.get('milestones')}"
-        return f"{b['epochs']} epochs, lr {b['lr']} {sched}, batch {b['batch_size']}"
-
-    def pct(value):
-        return "–" if value is None else f"{value:.2f} %"
-
-    def trained_on(split):
-        return "all" if not split else f"all but {split['images']} held out ({split['per_class']}/class, seed {split['seed']})"
-
-    def span(values):
-        values = [v for v in values if v is not None]
-        return "–" if not values else f"{min(values):.2f}–{max(values):.2f} %"
-
-    rows = ["| stage | network | budget | training images | wall time | val top-1 | test top-1 |",
-            "|---|---|---|---|---|---|---|"]
-    for name, label in (("oracle", "Oracle (cross-entropy)"), ("library_student", "library student (KD, T=4)")):
-        s = summary["stages"].get(name)
-        if s:
-            m = s.get("metrics") or {}
-            rows.append(f"| {label} | {s.get('architecture')} | {budget(s.get('budget'))} | "
-                        f"{trained_on(s.get('validation'))} | "
-                        f"{_minutes((s.get('wall_s') or {}).get('this_process_s'))} | "
-                        f"{pct(m.get('val_top1_pct'))} | {pct(m.get('test_top1_pct'))} (all classes) |")
-    experts = summary["experts"]
-    if experts:
-        first = next(iter(experts.values()))
-        walls = (first.get("extraction") or {}).get("wall_s") or {}
-        wall = (f"cache {_minutes(walls.get('cache_this_process_s'))} + training and scoring "
-                f"{_minutes(walls.get('training_and_scoring_this_process_s'))}") if walls else "–"
-        metrics = [e.get("metrics") or {} for e in experts.values()]
-        views = (first.get("extraction") or {}).get("views")
-        rows.append(f"| {len(experts)} experts ({first.get('loss')}, teacher {first.get('teacher')}"
-                    f"{f', {views} cached views' if views else ''}) | {summary['library'].get('architecture') or ''} "
-                    f"+ expert heads | {budget(first.get('budget'))} | {trained_on(first.get('validation'))} | {wall} | "
-                    f"{span(m.get(OWN_CLASS_KEYS['val']) for m in metrics)} | "
-                    f"{span(m.get(OWN_CLASS_KEYS['test']) for m in metrics)} (own classes) |")
-        rows += ["", "| expert | own-class val top-1 | own-class test top-1 |", "|---|---|---|"]
-        rows += [f"| {t} | {pct((e.get('metrics') or {}).get(OWN_CLASS_KEYS['val']))} | "
-                 f"{pct((e.get('metrics') or {}).get(OWN_CLASS_KEYS['test']))} |" for t, e in experts.items()]
-    return "\n".join(rows) + "\n"

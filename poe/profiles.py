@@ -49,6 +49,12 @@ class Budget:
     def with_lr(self, lr: float | None) -> "Budget":
         return self if lr is None else dataclasses.replace(self, lr=lr)
 
+    def meta(self, batch_size: int) -> dict:
+        """The schedule as stored models record it (and resume signatures hold it), with the batch
+        size it ran at (`batch_size`: this budget's own, or the run's where it names none)."""
+        return {"epochs": self.epochs, "lr": self.lr, "schedule": self.schedule, "milestones": list(self.milestones),
+                "gamma": self.gamma, "batch_size": batch_size}
+
 
 @dataclass(frozen=True)
 class BudgetPreset:

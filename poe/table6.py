@@ -21,11 +21,14 @@ import torch
 
 from .errors import PoEError
 from .evaluate import expert_logits, score_all_combinations
+from .extract import stale_or_missing, train_experts
 from .history import save_png
 from .losses import EXPERT_LOSSES
+from .paths import PROJECT_ROOT
 from .pool import Pool, library_fingerprint
-from .preprocess import PROJECT_ROOT, Preprocessor
+from .preprocess import import_library, stored_oracle
 from .profiles import Budget, Profile, get_profile
+from .run_settings import RunSettings
 from .split import ValidationSplit, check_same, recorded_split
 from .teachers import ORACLE_TEACHERS
 
@@ -63,63 +66,52 @@ def paper_rows(dataset: str) -> dict[str, dict[int, float]]:
 # -- training: three pools sharing one library and one teacher ------------------------------------
 def prepare_pools(profile: Profile, root: Path, tasks: list[str], *, library_source: Pool, teacher: str,
                   pretrained_dir: Path, data_root, download: bool, batch_size: int, expert_budget: Budget,
-                  device: torch.device, amp: str, seed: int, force=(), **extraction) -> dict[str, Pool]:
+                  device: torch.device, amp: str, seed: int, force=(), cache_dir=None, **extraction) -> dict[str, Pool]:
     """Make `root/<variant>/` hold the library of `library_source` and an expert per task trained
     with that variant's loss; what is already there (same library, loss and teacher) is kept.
-    `extraction`: Preprocessor's expert_source / cache_views / cache_dir / cache_dtype; the feature
-    cache defaults to `root/feature_cache`, one for the three pools."""
-    extraction["cache_dir"] = extraction.get("cache_dir") or Path(root) / "feature_cache"
+    `extraction`: RunSettings' expert_source / cache_views / cache_dtype / validation / score_on /
+    cache_seed; the feature cache (`cache_dir`) defaults to `root/feature_cache`, one for the three pools."""
     source_fp = library_fingerprint(library_source.load_library())
-    budgets = {**profile.budgets, "expert": expert_budget}
-    pools, preprocessors, todo = {}, {}, {}
+    run = RunSettings(profile, data_root=data_root, download=download, batch_size=batch_size,
+                      budgets={**profile.budgets, "expert": expert_budget}, device=device, amp=amp, seed=seed,
+                      **extraction)
+    pools, todo = {}, {}
     for variant in VARIANTS:
         pool = Pool(Path(root) / variant, profile)
         pool._writable()
-        pre = Preprocessor(profile, pool, pretrained_dir, data_root=data_root, download=download,
-                           batch_size=batch_size, budgets=budgets, device=device, amp=amp, seed=seed, **extraction)
         if not pool.has_library() or "library" in force:
-            pre.import_library(library_source)
+            import_library(library_source, pool)
         elif library_fingerprint(pool.load_library()) != source_fp:
             raise PoEError(f"{pool.library_path} is another library than {library_source.library_path}; "
                            f"pass another --out_db, or --force library to replace it (its experts are retrained)")
-        todo[variant] = tasks if "experts" in force else pre.stale_or_missing(tasks, variant, teacher)
+        todo[variant] = tasks if "experts" in force else stale_or_missing(pool, tasks, variant, teacher,
+                                                                          run.split_meta)
         kept = [t for t in tasks if t not in todo[variant]]
         if kept:
             print(f"[{variant}] already in {pool.root}: {', '.join(kept)}")
-        pools[variant], preprocessors[variant] = pool, pre
+        pools[variant] = pool
 
     oracle_path = Path(pretrained_dir) / "oracle.pt"
     pretrained = getattr(profile.architecture, "pretrained", False)  # e.g. ImageNet: torchvision's Oracle
     if teacher in ORACLE_TEACHERS and any(todo.values()) and not pretrained and not oracle_path.is_file():
-        # Preprocessor.oracle would train one (hours); for this study the teacher must already exist.
+        # Run_preprocessing.py would train one (hours); for this study the teacher must already exist.
         raise PoEError(f"no Oracle checkpoint at {oracle_path}: build it with python Run_preprocessing.py "
                        f"--dataset {profile.name}, pass --pretrained_db, or use --teacher library-student")
     oracle_cache = {}
 
     def oracle():  # loaded once, shared by the three pools: the same teacher for every variant
         if "oracle" not in oracle_cache:
-            oracle_cache["oracle"] = preprocessors[VARIANTS[0]].oracle()
+            oracle_cache["oracle"] = stored_oracle(profile, pretrained_dir, device, download=download)
         return oracle_cache["oracle"]
 
-    train_experts(preprocessors, todo, teacher, oracle)
+    jobs = {v: (pools[v], todo[v]) for v in VARIANTS if todo[v]}
+    for variant, (_, variant_tasks) in jobs.items():
+        print(f"[{variant}] training {len(variant_tasks)} experts with {VARIANT_LABELS[variant]}")
+    if jobs:
+        # From the feature cache (the default), all variants in one joint pass: library features and
+        # teacher logits computed once for the three pools; live, one pass per variant.
+        train_experts(run, jobs, teacher, oracle, cache_dir=cache_dir or Path(root) / "feature_cache")
     return pools
-
-
-def train_experts(preprocessors: dict[str, Preprocessor], todo: dict[str, list[str]], teacher: str, oracle_fn):
-    """Train the missing experts of every variant's pool. From the feature cache (the default), all
-    variants in one joint pass: library features and teacher logits computed once for the three
-    pools. With expert_source 'live', one pass per variant, recomputing both every batch."""
-    jobs = {v: (pre.pool, todo[v]) for v, pre in preprocessors.items() if todo[v]}
-    for variant, (_, tasks) in jobs.items():
-        print(f"[{variant}] training {len(tasks)} experts with {VARIANT_LABELS[variant]}")
-    if not jobs:
-        return
-    first = preprocessors[next(iter(jobs))]  # every pool holds its library (checked by prepare_pools)
-    if first.expert_source == "cache":
-        first.train_expert_pools(jobs, teacher, oracle_fn)
-    else:
-        for variant, (_, tasks) in jobs.items():
-            preprocessors[variant].experts(tasks, variant, teacher, oracle_fn)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------

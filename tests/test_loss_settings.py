@@ -96,7 +96,7 @@ def test_experts_train_with_l_soft_plus_0_3_l_scale_at_t_4_on_the_oracles_logits
             torch.testing.assert_close(returned[t].detach(), expected, rtol=1e-4, atol=0)
         seen.append(len(x))
 
-    record_batches(monkeypatch, poe.extract if source == "cache" else poe.preprocess, check)
+    record_batches(monkeypatch, poe.extract, check)  # both sources train in poe.extract
     preprocessor(pool, profile, epochs=1, expert_source=source, cache_dtype="float32").experts(
         TASKS, "soft+scale", "oracle", lambda: oracle)
     assert seen == [16, 16, 16]  # every batch of the epoch was checked

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from ..losses import SDLoss, UHCLoss
+from ..losses import TEMPERATURE, SDLoss, UHCLoss
 from ..service import build_task_model
 from ..train import frozen
 from .model import new_network
@@ -50,7 +50,7 @@ def prepare(setup: Setup, query: Query, method: str) -> Plan:
             return [m(x) for m in singles]
         teachers = singles
         speedup = "single-task teachers trained once per task, shared by every query and by SD/UHC_Scratch"
-    loss = SDLoss(4.0) if kind == "SD" else UHCLoss(4.0)
+    loss = SDLoss(TEMPERATURE) if kind == "SD" else UHCLoss(TEMPERATURE)
     setup.seeded(method, query.key)
     student = new_network(setup.profile, query, setup.init)
 

@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from ..pool import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 PAPER_EPOCHS = {"network": 200, "head": 100}
 PAPER_BATCH = 512

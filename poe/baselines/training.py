@@ -133,9 +133,7 @@ class Setup:
         torch.manual_seed(int.from_bytes(digest[:4], "little"))
 
     def budget_meta(self, kind: str) -> dict:
-        b = self.budgets[kind]
-        return {"epochs": b.epochs, "lr": b.lr, "schedule": b.schedule, "milestones": list(b.milestones),
-                "gamma": b.gamma, "batch_size": self.batch_size}
+        return self.budgets[kind].meta(self.batch_size)
 
 
 def signature(setup: Setup, method: str, query: Query) -> dict:

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..feature_cache import CachedLoader, FeatureCache, data_fingerprint
-from ..losses import ExpertLoss
+from ..losses import ALPHA, TEMPERATURE, ExpertLoss
 from ..train import frozen
 from .model import QueryModel, new_head
 from .query import Query
@@ -44,7 +44,7 @@ def ckd_loss(student_logits, teacher_logits, classes) -> torch.Tensor:
     return CKD_LOSS(student_logits, teacher_logits[:, classes])
 
 
-CKD_LOSS = ExpertLoss("soft+scale", temperature=4.0, alpha=0.3)
+CKD_LOSS = ExpertLoss("soft+scale", temperature=TEMPERATURE, alpha=ALPHA)
 
 
 def teacher(setup: Setup) -> tuple[nn.Module, bool]:

@@ -2,6 +2,7 @@
 SDLoss and UHCLoss distil several single-task teachers into one student (the SD_*/UHC_* baselines)."""
 import torch.nn as nn
 
+from .constants import ALPHA, TEMPERATURE
 from .scale import ScaleLoss
 from .sd import SDLoss
 from .soft import SoftLoss
@@ -13,7 +14,7 @@ EXPERT_LOSSES = ("soft", "scale", "soft+scale")
 class ExpertLoss(nn.Module):
     """soft: L_soft; scale: L_scale; soft+scale: L_soft + alpha·L_scale (the paper's default)."""
 
-    def __init__(self, kind: str = "soft+scale", temperature: float = 4.0, alpha: float = 0.3):
+    def __init__(self, kind: str = "soft+scale", temperature: float = TEMPERATURE, alpha: float = ALPHA):
         super().__init__()
         if kind not in EXPERT_LOSSES:
             raise ValueError(f"unknown expert loss {kind!r}; choose from {', '.join(EXPERT_LOSSES)}")
@@ -28,4 +29,4 @@ class ExpertLoss(nn.Module):
         return self.soft(student_logits, teacher_logits) + self.alpha * self.scale(student_logits, teacher_logits)
 
 
-__all__ = ["SoftLoss", "ScaleLoss", "ExpertLoss", "EXPERT_LOSSES", "SDLoss", "UHCLoss"]
+__all__ = ["SoftLoss", "ScaleLoss", "ExpertLoss", "EXPERT_LOSSES", "SDLoss", "UHCLoss", "TEMPERATURE", "ALPHA"]

@@ -9,11 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .constants import TEMPERATURE
+
 
 class SDLoss(nn.Module):
     """(1/n) Σ_i (T²/B) Σ_b Σ_{l∈C_i} π_il (log π_il − log σ(s_b/T)_l), π_i = σ(t_i/T) over C_i."""
 
-    def __init__(self, temperature: float = 4.0):
+    def __init__(self, temperature: float = TEMPERATURE):
         super().__init__()
         self.temperature = temperature
 

@@ -3,6 +3,8 @@ Network", 2015), as used by PoE for the library student and the experts."""
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .constants import TEMPERATURE
+
 
 class SoftLoss(nn.Module):
     """KL(softmax(teacher/T) || softmax(student/T)) · T², averaged over the batch.
@@ -10,7 +12,7 @@ class SoftLoss(nn.Module):
     The T² keeps gradient magnitudes comparable across temperatures.
     """
 
-    def __init__(self, temperature: float = 4.0):
+    def __init__(self, temperature: float = TEMPERATURE):
         super().__init__()
         self.temperature = temperature
 

@@ -8,13 +8,14 @@ logits restricted to C_i. KD (T², batch mean) per teacher, averaged over the te
 import torch
 import torch.nn as nn
 
+from .constants import TEMPERATURE
 from .soft import SoftLoss
 
 
 class UHCLoss(nn.Module):
     """(1/n) Σ_i L_soft(s[:, C_i], t_i)."""
 
-    def __init__(self, temperature: float = 4.0):
+    def __init__(self, temperature: float = TEMPERATURE):
         super().__init__()
         self.soft = SoftLoss(temperature)
 
