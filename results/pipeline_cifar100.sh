@@ -52,3 +52,10 @@ python Run_Table6.py --dataset cifar100 --data_root "$DATA" --amp none --score_o
 python -m poe.logit_scale --dataset cifar100 --data_root "$DATA" --pretrained_db DB_pretrained/cifar100 \
     --teacher oracle --score_on val "${ROWS[@]}" \
     --json results/pool_ablation_cifar100_logits.json --markdown results/pool_ablation_cifar100_logits.md
+
+# 6. The teacher as a pool: our Oracle answering every query from its own logits of the query's classes
+#    (what the experts imitate), beside the released pool, on validation (the Oracle saw those images in
+#    training: optimistic for it) and on the test set.
+python -m poe.teacher_ceiling --dataset cifar100 --data_root "$DATA" --pretrained_db DB_pretrained/cifar100 \
+    --teacher oracle --score_on val test --db DB_PoE/cifar100 --label "ours (--budget cpu)" \
+    --json results/pool_teacher_ceiling_cifar100.json --markdown results/pool_teacher_ceiling_cifar100.md

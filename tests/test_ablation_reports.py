@@ -85,3 +85,40 @@ def test_the_ablation_summary_measures_each_cell_against_base_and_the_seed_noise
     assert cells["base"]["own_class_mean_pct"] == 75.0
     text = ablation.markdown(doc)
     assert "+4.50 (beyond noise)" in text and "+0.40 (within noise)" in text
+
+
+
+def test_the_teacher_row_reads_each_task_s_own_columns_of_the_teacher():
+    from poe.teacher_ceiling import teacher_task_logits
+
+    profile = tiny_profile(n_train=48, n_test=48)
+    tasks = profile.default_tasks[:2]
+    logits, labels = teacher_task_logits(ClassIndexTeacher(profile.num_classes), profile, tasks, profile.load()[1])
+    classes = sorted(c for t in tasks for c in profile.hierarchy[t])
+    assert torch.isin(labels, torch.tensor(classes)).all() and len(labels) > 0  # the tasks' images only
+    for t in tasks:
+        assert logits[t].shape == (len(labels), len(profile.hierarchy[t]))
+        assert (logits[t] == torch.tensor(profile.hierarchy[t], dtype=torch.float32)).all()
+
+
+def _one_hot_logits(hierarchy, tasks, labels, answer):
+    """Per-task logits of a teacher whose full logits are 10 at class `answer(label)`, 0 elsewhere."""
+    full = torch.zeros(len(labels), 1 + max(c for t in tasks for c in hierarchy[t]))
+    full[torch.arange(len(labels)), torch.tensor([answer(int(y)) for y in labels])] = 10.0
+    return {t: full[:, hierarchy[t]] for t in tasks}
+
+
+def test_the_teacher_row_is_scored_as_table6_scores_a_pool():
+    from poe.teacher_ceiling import score_logits
+
+    hierarchy = {"a": [0, 1], "b": [2, 3], "c": [4, 5]}
+    tasks = list(hierarchy)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5] * 4)
+    right = score_logits(_one_hot_logits(hierarchy, tasks, labels, lambda y: y), labels, hierarchy, tasks, (2, 3))
+    assert right["accuracy_pct"] == {"2": 100.0, "3": 100.0} and set(right["own_class_pct"].values()) == {100.0}
+    # every image answered with the first class of the next task: in every query of 3 the answer lies in
+    # another queried task (0 %, all errors cross-expert); each task alone sees zeros and picks its first class
+    nxt = {0: 2, 1: 2, 2: 4, 3: 4, 4: 0, 5: 0}
+    wrong = score_logits(_one_hot_logits(hierarchy, tasks, labels, nxt.get), labels, hierarchy, tasks, (2, 3))
+    assert wrong["accuracy_pct"]["3"] == 0.0 and wrong["cross_expert_pct"]["3"] == 100.0
+    assert set(wrong["own_class_pct"].values()) == {50.0}
