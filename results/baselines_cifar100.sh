@@ -34,7 +34,8 @@ python Run_Baselines.py $DATA $AUTHORS --queries 1 --sizes 2 5 $BUDGET --methods
 
 # 4. Our own released pool as PoE, with its whole preprocessing from its own records (Oracle and library
 #    student in DB_pretrained/cifar100, experts in the pool's manifest), and CKD taught by the paper's
-#    teacher, our Oracle. First run: 6.5 min with bf16; estimated 30 min in fp32 here.
+#    teacher, our Oracle. First run: 6.5 min with bf16; the rerun on the second release (2026-12-01): 19.6 min
+#    in fp32 on 2 cores.
 python Run_Baselines.py $DATA --db DB_PoE/cifar100 --pretrained_db DB_pretrained/cifar100 --teacher oracle \
     --queries 1 --sizes 2 5 $BUDGET --methods Transfer CKD \
     --json results/baselines_cifar100_ourpool.json --markdown results/baselines_cifar100_ourpool.md
