@@ -37,7 +37,6 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
-        self._optionals.title = "options (each also spelt with hyphens: --data-root for --data_root)"
 
     @classmethod
     def from_doc(cls, doc: str) -> "ArgumentParser":
@@ -52,6 +51,13 @@ class ArgumentParser(argparse.ArgumentParser):
         action = super().add_argument(*names, *hyphens, **kwargs)
         action.hyphen_aliases = tuple(hyphens)
         return action
+
+    def format_help(self):
+        example = next((a for a in self._actions if getattr(a, "hyphen_aliases", ())), None)
+        if example is not None:  # say once what the listing leaves out
+            self._optionals.title = (f"options (each also spelt with hyphens: {example.hyphen_aliases[0]} for "
+                                     f"{example.option_strings[0]})")
+        return super().format_help()
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
