@@ -8,11 +8,11 @@ parameters, FLOPs and the time to build it.
     python Run_Service.py --dataset cifar100 --db ../shared/reference/poe-authors/CIFAR100 \\
         --data_root ../shared/data --queriedTask people vehicles_1 --json out.json --export model.pt2
     python Run_Service.py --dataset cifar100 --list          # the primitive tasks, and which have experts
-    python Run_Service.py --dataset tinyimagenet --db ../shared/reference/poe-authors/TinyImageNet \
+    python Run_Service.py --dataset tinyimagenet --db ../shared/reference/poe-authors/TinyImageNet \\
         --data_root DIR --queriedTask canine feline bird
     python Run_Service.py --dataset imagenet --data_root DIR --queriedTask bird_passerine bird_Etc1
     python Run_Service.py --dataset demo --serve --port 8000   # a query server: http://127.0.0.1:8000/
-    python Run_Service.py --dataset folder --db POOL --queriedTask TASK TASK --no-eval --export model.pt2
+    python Run_Service.py --dataset folder --db POOL --queriedTask TASK TASK --no_eval --export model.pt2
                                          # a pool built from your own images: no image folder needed
 """
 import argparse
@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from poe.cli import ArgumentParser, add_common_args, check_writable, profile_from_args, run, setup_torch
+from poe.cli import (ArgumentParser, add_common_args, add_output_args, add_query_arg, check_outputs, profile_from_args,
+                     run, setup_torch)
 from poe.errors import PoEError
 from poe.files import atomic_write_text
 from poe.paths import default_pool_dir
@@ -32,20 +33,18 @@ from poe.train import pick_amp, pick_device
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser.from_doc(__doc__)
     add_common_args(p)
-    p.add_argument("--queriedTask", "--queried-task", dest="queried", nargs="*", default=None, metavar="TASK",
-                   help="primitive tasks of the query (see --list)")
+    add_query_arg(p, nargs="*", help="primitive tasks of the query (see --list)")
     p.add_argument("--list", action="store_true", help="print one line per primitive task and exit")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON")
+    add_output_args(p, json="also write the report as JSON")
     p.add_argument("--export", default=None, metavar="PATH",
                    help="write the task model as a torch.export program (.pt2) runnable with plain PyTorch")
-    p.add_argument("--no-fuse", "--no_fuse", dest="fuse", action="store_false",
+    p.add_argument("--no_fuse", dest="fuse", action="store_false",
                    help="answer with the plain sequential task model (library, then each expert) instead of the "
                         "fused one (BatchNorm folded; WRN experts as grouped convolutions, MobileNetV2 experts as one "
                         "matrix product; same logits, faster)")
-    p.add_argument("--no-eval", dest="evaluate", action="store_false",
+    p.add_argument("--no_eval", dest="evaluate", action="store_false",
                    help="build (and export) the model without evaluating it (no data needed); with --serve: "
                         "a server that never evaluates (and does not load the test data)")
     p.add_argument("--serve", action="store_true",
@@ -104,8 +103,7 @@ def main(argv=None) -> None:
     if args.queried is None:
         raise PoEError("name the query with --queriedTask TASK [TASK ...] (see --list)")
     tasks = profile.resolve_tasks(args.queried, "--queriedTask")
-    check_writable(args.json, "--json")
-    check_writable(args.export, "--export")
+    check_outputs(args)
     device = pick_device(args.device)
     amp = pick_amp(args.amp or profile.amp_default, device)
     test = profile.load(args.data_root, False)[1] if args.evaluate else None  # fail early on missing data

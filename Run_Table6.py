@@ -23,8 +23,9 @@ from pathlib import Path
 
 from poe import table6
 from poe import distributed, lock
-from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, add_validation_args,
-                     check_writable, positive_float, positive_int, profile_from_args, run, setup_torch,
+from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, add_output_args,
+                     add_pretrained_db_arg, add_run_args, add_validation_args, check_outputs, check_writable,
+                     positive_float, positive_int, profile_from_args, run, selected_tasks, setup_torch,
                      validation_from_args, write_report_files)
 from poe.errors import PoEError
 from poe.paths import default_pool_dir, default_pretrained_dir
@@ -48,42 +49,34 @@ class PoolsAction(argparse.Action):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                conflict_handler="resolve")  # --db is repeatable here
-    add_common_args(p)
+    p = ArgumentParser.from_doc(__doc__)
+    add_common_args(p, db=False)  # --db is repeatable here, with a --label each
     p.add_argument("--db", action=PoolsAction, default=None, metavar="DIR",
                    help="evaluate this existing pool (repeatable; our layout or the authors'); no training")
     p.add_argument("--label", action=PoolsAction, dest="db", metavar="LABEL",
                    help="row label of the --db just before it (default: from the pool's manifest)")
-    p.add_argument("--tasks", nargs="+", default=None,
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                    help="primitive tasks (default: the paper's; 'all' for every one); at least 2")
-    p.add_argument("--out_db", "--out-db", default=None, metavar="ROOT",
+    p.add_argument("--out_db", default=None, metavar="ROOT",
                    help="training mode: where the three pools go (ROOT/soft, ROOT/scale, ROOT/soft+scale); "
                         "default DB_PoE/<dataset>_table6")
-    p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
+    p.add_argument("--library_from", default=None, metavar="POOL",
                    help="training mode: the library (and its student's head) every pool shares; "
                         "default: the pool DB_PoE/<dataset> built by Run_preprocessing.py")
     p.add_argument("--teacher", default="oracle", choices=TEACHERS,
                    help="whose logits the experts mimic (default oracle, read from --pretrained_db)")
-    p.add_argument("--pretrained_db", "--pretrained-db", default=None,
-                   help="folder holding oracle.pt; default DB_pretrained/<dataset>")
-    p.add_argument("--epochs_expert", type=positive_int, default=None,
+    add_pretrained_db_arg(p)
+    p.add_argument("--epochs_expert", type=positive_int, default=None, metavar="N",
                    help="expert epochs, at least 1 (LR milestones scale with it); default: the profile's (paper: 100)")
-    p.add_argument("--lr_expert", type=positive_float, default=None, help="expert learning rate; default: the profile's")
-    p.add_argument("--batch_size", "--batch-size", type=positive_int, default=None,
-                   help="images per batch, at least 1; default: the profile's (paper: 512)")
+    p.add_argument("--lr_expert", type=positive_float, default=None, metavar="LR",
+                   help="expert learning rate; default: the profile's")
+    add_run_args(p, batch_size="the profile's (paper: 512)")
     add_feature_cache_args(p, joint="the experts of all three pools", db="OUT_DB")
     add_validation_args(p)
     p.add_argument("--force", nargs="+", default=[], choices=["library", "experts"],
                    help="training mode: re-import the library / retrain the experts even if the pools have them")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
-    p.add_argument("--plot", default=None, metavar="PATH",
-                   help="PNG plot; default: beside --json, with .png")
-    p.add_argument("--markdown", default=None, metavar="PATH",
-                   help="write the table with the command, budget and wall time as a Markdown file")
+    add_output_args(p, json="write the rows as JSON", plot=True,
+                    markdown="write the table with the command, budget and wall time as a Markdown file")
     add_no_wait_arg(p)
     return p
 
@@ -93,13 +86,9 @@ def main(argv=None) -> None:
     command = shlex.join(["python", "Run_Table6.py", *(sys.argv[1:] if argv is None else argv)])
     setup_torch(args)
     profile = profile_from_args(args)
-    if args.tasks == ["all"]:
-        args.tasks = list(profile.hierarchy)
-    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+    tasks = selected_tasks(args, profile)
     table6.sizes_for(len(tasks))
-    plot_path = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    for flag, path in (("--json", args.json), ("--plot", plot_path), ("--markdown", args.markdown)):
-        check_writable(path, flag)
+    check_outputs(args, plot=True)
     if not args.db:
         check_writable(args.out_db or table6.default_root(profile), "--out_db", folder=True)
         check_writable(args.cache_dir, "--cache_dir", folder=True)
@@ -119,8 +108,6 @@ def main(argv=None) -> None:
         budget = profile.budgets["expert"].with_epochs(args.epochs_expert or profile.budgets["expert"].epochs) \
             .with_lr(args.lr_expert)
         batch_size = args.batch_size or profile.batch_size
-        if batch_size < 1:
-            raise PoEError("--batch_size must be positive")
         root = Path(args.out_db) if args.out_db else table6.default_root(profile)
         source = Pool(args.library_from or default_pool_dir(profile), profile)
         if not source.has_library():

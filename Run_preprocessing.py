@@ -8,9 +8,9 @@ again.
 
     python Run_preprocessing.py --dataset demo                                  # offline demo, minutes
     python Run_preprocessing.py --dataset cifar100 --data_root DIR               # the paper's run (GPU)
-    python Run_preprocessing.py --dataset cifar100 --data_root DIR --epochs_oracle 30 --epochs_library 30 \
+    python Run_preprocessing.py --dataset cifar100 --data_root DIR --epochs_oracle 30 --epochs_library 30 \\
         --epochs_expert 15                                                     # a reduced budget
-    python Run_preprocessing.py --dataset cifar100 --data_root DIR --library_from POOL \
+    python Run_preprocessing.py --dataset cifar100 --data_root DIR --library_from POOL \\
         --teacher library-student --db DB_PoE/mine                              # experts on another library
     python Run_preprocessing.py --dataset tinyimagenet --data_root DIR            # DIR/tiny-imagenet-200/ as downloaded
     python Run_preprocessing.py --dataset imagenet --data_root DIR --weights oracle=W.pth student=M.pth
@@ -29,14 +29,16 @@ import time
 from pathlib import Path
 
 from poe import distributed, lock
-from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, add_validation_args,
-                     check_writable, positive_float, positive_int, profile_from_args, run, setup_torch,
+from poe.cli import (ArgumentParser, add_common_args, add_feature_cache_args, add_no_wait_arg, add_output_args,
+                     add_pretrained_db_arg, add_run_args, add_validation_args, check_outputs, check_writable,
+                     positive_float, positive_int, profile_from_args, run, selected_tasks, setup_torch,
                      validation_from_args, write_report_files)
 from poe.errors import PoEError
 from poe.losses import EXPERT_LOSSES
 from poe.history import plot_stages
 from poe.paths import default_pool_dir, default_pretrained_dir
 from poe.pool import Pool
+from poe.profiles import get_profile
 from poe.preprocess import Preprocessor
 from poe.stage_summary import stored_summary, summary_lines, summary_markdown
 from poe.teachers import TEACHERS
@@ -46,45 +48,40 @@ STAGES = ("oracle", "library", "experts")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser.from_doc(__doc__)
     add_common_args(p)
-    p.add_argument("--pretrained_db", "--pretrained-db", default=None,
-                   help="folder for the Oracle and library-student checkpoints; default DB_pretrained/<dataset>")
-    p.add_argument("--download", action="store_true",
-                   help="download the dataset, and pretrained weights (imagenet), if missing (needs a network)")
+    add_pretrained_db_arg(p, holds="the Oracle and library-student checkpoints (written there)")
     p.add_argument("--weights", nargs="+", default=[], metavar="KIND=PATH",
                    help="imagenet: local files of the pretrained networks, e.g. oracle=wide_resnet101_2.pth "
                         "student=mobilenet_v2.pth (default: torchvision's cache, $TORCH_HOME/hub/checkpoints)")
-    p.add_argument("--tasks", nargs="+", default=None,
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                    help="primitive tasks to build experts for (default: the paper's; 'all' for every one)")
-    p.add_argument("--expert-loss", "--expert_loss", dest="expert_loss", default="soft+scale", choices=EXPERT_LOSSES,
+    p.add_argument("--expert_loss", default="soft+scale", choices=EXPERT_LOSSES,
                    help="loss the experts learn with (default soft+scale = L_soft + 0.3 L_scale)")
     p.add_argument("--teacher", default="oracle", choices=TEACHERS,
                    help="whose logits the experts mimic (default oracle)")
     add_feature_cache_args(p, joint="all experts", db="<db>")
     add_validation_args(p)
-    p.add_argument("--library_from", "--library-from", default=None, metavar="POOL",
+    p.add_argument("--library_from", default=None, metavar="POOL",
                    help="take the library (and its student's head) from this pool folder instead of training it")
     p.add_argument("--budget", default="paper", metavar="NAME",
                    help="paper (default): the paper's networks and schedules; or a named reduced budget of the "
-                        "dataset: cifar100 'cpu' = the whole run in about 1.5 h on a 2-core CPU with bf16 (Oracle "
-                        "WRN-16-4 15 epochs, library student 20, experts 10; see README). The flags below "
-                        "override parts of it")
-    p.add_argument("--batch_size", "--batch-size", type=positive_int, default=None,
-                   help="every stage's batch, at least 1; default: the budget's (paper: 512; cpu: 128 for Oracle and student)")
+                        "dataset, e.g. cifar100 'cpu' = "
+                        f"{get_profile('cifar100').budget_presets['cpu'].description} (docs/preprocessing.md). "
+                        "The flags below override parts of it")
+    add_run_args(p, batch_size="the budget's (paper: 512; cpu: 128 for Oracle and student); a value given applies "
+                                "to every stage",
+                 download="the dataset, and pretrained weights (imagenet),")
     for stage in ("oracle", "library", "expert"):
-        p.add_argument(f"--epochs_{stage}", type=positive_int, default=None,
+        p.add_argument(f"--epochs_{stage}", type=positive_int, default=None, metavar="N",
                        help=f"{stage} epochs, at least 1 (LR milestones scale with it); default: the profile's")
-        p.add_argument(f"--lr_{stage}", type=positive_float, default=None, help=f"{stage} learning rate; default: the profile's")
+        p.add_argument(f"--lr_{stage}", type=positive_float, default=None, metavar="LR",
+                       help=f"{stage} learning rate; default: the profile's")
     p.add_argument("--force", nargs="+", default=[], choices=STAGES,
                    help="rebuild these stages even if the DB has them")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, metavar="PATH",
-                   help="write what the DB holds after the run (each stage's network, budget, wall time, test "
-                        "scores, per-epoch history) as JSON, and a plot of the stages' curves beside it (.png)")
-    p.add_argument("--markdown", default=None, metavar="PATH",
-                   help="the same as a Markdown table, with the command")
+    add_output_args(p, json="write what the DB holds after the run (each stage's network, budget, wall time, test "
+                             "scores, per-epoch history) as JSON, and a plot of the stages' curves beside it (.png)",
+                    markdown="the same as a Markdown table, with the command")
     add_no_wait_arg(p)
     return p
 
@@ -108,9 +105,7 @@ def main(argv=None) -> None:
     tic = time.perf_counter()
     setup_torch(args)
     profile = profile_from_args(args).with_budget(args.budget)
-    if args.tasks == ["all"]:
-        args.tasks = list(profile.hierarchy)
-    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+    tasks = selected_tasks(args, profile)
     for stage in ("oracle", "library", "expert"):
         if stage not in profile.budgets and (getattr(args, f"epochs_{stage}") or getattr(args, f"lr_{stage}")):
             raise PoEError(f"{profile.name}'s {stage} comes pretrained: --epochs_{stage}/--lr_{stage} do not apply")
@@ -118,8 +113,6 @@ def main(argv=None) -> None:
                .with_lr(getattr(args, f"lr_{stage}")) for stage in profile.budgets}
     weights = parse_weights(args.weights, profile)
     batch_size = args.batch_size or profile.batch_size
-    if batch_size < 1:
-        raise PoEError("--batch_size must be positive")
     if args.batch_size:  # one batch for every stage, whatever the budget's
         budgets = {stage: dataclasses.replace(b, batch_size=None) for stage, b in budgets.items()}
     pool = Pool(args.db or default_pool_dir(profile), profile)
@@ -127,8 +120,7 @@ def main(argv=None) -> None:
     pretrained_dir = Path(args.pretrained_db or default_pretrained_dir(profile))
     for flag, folder in (("--db", pool.root), ("--pretrained_db", pretrained_dir), ("--cache_dir", args.cache_dir)):
         check_writable(folder, flag, folder=True)
-    for flag in ("--json", "--markdown"):
-        check_writable(getattr(args, flag[2:]), flag)
+    check_outputs(args, plot=True)  # the stages' curves beside --json
     device = distributed.setup(pick_device(args.device))  # joins torchrun's processes, if started by it
     amp = pick_amp(args.amp or profile.amp_default, device)
     # One writer per pool: a second run on the same pool (or pretrained folder) waits for this one.

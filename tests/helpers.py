@@ -227,7 +227,10 @@ def baselines_cli(argv, capsys):
     import Run_Baselines
     from poe.cli import run
 
-    code = run(Run_Baselines.main, argv)
+    try:
+        code = run(Run_Baselines.main, argv)
+    except SystemExit as exc:  # a bad flag: argparse's one error line and exit status
+        code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -12,7 +12,6 @@ import types
 import pytest
 import torch
 
-import Run_Baselines
 import poe.baselines.training as training
 from CIFAR100 import PROFILE as CIFAR
 from helpers import ROOT, SHARED, baselines_cli, make_pool
@@ -205,13 +204,12 @@ def test_the_split_is_the_pools_own_where_its_experts_record_one(tmp_path):
     pool = make_pool(tmp_path / "pool", DEMO)
     for t in ("disks", "rings"):
         pool.save_expert(t, DEMO.architecture.expert(3), validation=recorded)
-    args = types.SimpleNamespace(val_per_class=None, val_seed=0)
-    split, info = Run_Baselines.validation(args, pool, ["disks", "rings"], train)
+    split, info = study.validation_split(pool, ["disks", "rings"], train)
     assert (split.per_class, split.seed) == (10, 4) and info["poe_trained_on_val"] is False
     with pytest.raises(PoEError, match="validation split"):
-        Run_Baselines.validation(types.SimpleNamespace(val_per_class=20, val_seed=4), pool, ["disks"], train)
+        study.validation_split(pool, ["disks"], train, per_class=20, seed=4)
     # a pool recording none: one is drawn (a tenth of the smallest class by default), and PoE learnt it
-    split, info = Run_Baselines.validation(args, make_pool(tmp_path / "plain", DEMO), ["disks"], train)
+    split, info = study.validation_split(make_pool(tmp_path / "plain", DEMO), ["disks"], train)
     assert (split.per_class, split.seed) == (12, 0) and info["poe_trained_on_val"] is True
 
 

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import Run_Baselines
 import Run_preprocessing
 import Run_Service
 import Run_Table6
@@ -110,7 +111,9 @@ def test_entry_point_exit_status_and_stderr(pool_dir):
 @pytest.mark.parametrize("tool, flag", [(Run_preprocessing, "--epochs_oracle"), (Run_preprocessing, "--epochs_library"),
                                         (Run_preprocessing, "--epochs_expert"), (Run_preprocessing, "--batch_size"),
                                         (Run_Table6, "--epochs_expert"), (Run_Table6, "--batch_size"),
-                                        (Run_preprocessing, "--cache_views")])
+                                        (Run_preprocessing, "--cache_views"), (Run_Baselines, "--epochs_network"),
+                                        (Run_Baselines, "--epochs_head"), (Run_Baselines, "--batch_size"),
+                                        (Run_Baselines, "--cache_views"), (Run_Baselines, "--queries")])
 def test_zero_budgets_are_refused_not_read_as_the_default(tool, flag, capsys, tmp_path):
     """0 once meant "the profile's default" and ran the full budget; now every count must be >= 1.
     (No data under --data_root: were the flag accepted, the run would stop on the missing data.)"""
@@ -180,6 +183,9 @@ def test_damaged_manifest(pool_dir, capsys):
     (Run_Table6, ["--lr_expert", "-1"]),
     (Run_Table6, ["--epochs_expert", "-3"]),
     (Run_Service, ["--threads", "0"]),
+    (Run_Baselines, ["--val_per_class", "-1"]),
+    (Run_Baselines, ["--sizes", "0"]),
+    (Run_Baselines, ["--threads", "0"]),
 ])
 def test_numeric_flags_out_of_range(tool, flags, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
@@ -187,3 +193,24 @@ def test_numeric_flags_out_of_range(tool, flags, capsys, tmp_path):
     line = one_error_line(capsys.readouterr().err)
     assert exit_.value.code == 2 and flags[0] in line and flags[1] in line
     assert not (tmp_path / "pool").exists()
+
+
+def test_baselines_bad_input_is_one_line(pool_dir, capsys, tmp_path):
+    """Run_Baselines.py like the others: a bad flag or query is one `error:` line and exit status 2,
+    before anything is trained or written."""
+    out = tmp_path / "models"
+    for argv, message in [
+        (["--queriedTask", "dragons"], "unknown task"),
+        (["--queriedTask", "disks", "blobs"], "has no expert for blobs"),
+        (["--sizes", "9"], "--sizes must lie in"),
+        (["--methods", "Nope"], "invalid choice: 'Nope'"),
+        (["--epochs_head", "two"], "expected a whole number, got 'two'"),
+        (["--queriedTask", "disks", "--export", str(tmp_path / "m.pt2")], "exactly one --methods"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ]:
+        try:
+            code = run(Run_Baselines.main, ["--dataset", "demo", "--db", str(pool_dir), "--out", str(out), *argv])
+        except SystemExit as exit_:  # argparse's refusals
+            code = exit_.code
+        assert code == 2 and message in one_error_line(capsys.readouterr().err), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool"]  # nothing written

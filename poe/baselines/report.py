@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 from ..files import atomic_write_bytes
+from .schedules import PAPER
 
-PAPER_EPOCHS = {"network": 200, "head": 100}
 PAPER_BATCH = 512
 INIT_WORDS = {"torch": "PyTorch's default init (--init torch)",
               "authors": "the authors' WRN init (--init authors)"}
@@ -41,6 +41,11 @@ def _schedule(b: dict) -> str:
     return f"{b['epochs']} epoch(s), lr {b['lr']}, {drops}"
 
 
+def _paper(kind: str) -> str:
+    b = PAPER[kind]
+    return f"paper: {b.epochs}, ×{b.gamma} at {' and '.join(map(str, b.milestones))}"
+
+
 def _reach(m: dict) -> tuple[str, str]:
     """(time to PoE's accuracy, its ratio to PoE's query time) cells of a summary entry."""
     if m["reached"] == 0:
@@ -63,6 +68,31 @@ def _target_words(v: dict) -> tuple[str, str]:
     return read, ("PoE's validation accuracy" if v["poe_target"] == "val" else "PoE's test accuracy")
 
 
+def speedups(setup, methods: list[str]) -> list[str]:
+    """What the study does to make each method fast (the report's "Speed-ups" list), from its
+    settings (a poe.baselines.training.Setup)."""
+    out = [f"mixed precision: {setup.amp} autocast for every method and PoE alike; channels-last training "
+           "(the one training loop, poe.train.fit)"]
+    if {"Transfer", "CKD"} & set(methods):
+        out.append("Transfer, CKD: " + (
+            f"trained from cached library features (and teacher logits) of min({setup.cache_views}, epochs) augmented "
+            "views of the query's images, one pass shared by both, its time counted in full in each"
+            if setup.head_source == "cache" else "no feature cache (--head_source live): library recomputed every batch"))
+    if {"SD_CKD", "UHC_CKD"} & set(methods):
+        out.append("SD_CKD, UHC_CKD: the n expert teachers run as PoE's fused task model, library once per batch")
+    if {"SD_Scratch", "UHC_Scratch"} & set(methods):
+        out.append("SD_Scratch, UHC_Scratch: each single-task Scratch teacher trained once and shared by every "
+                   "query and both methods; its training time is shown apart")
+    if any(m.startswith(("SD_", "UHC_")) for m in methods):
+        out.append("SD_*, UHC_*: their teachers run on every batch, no logit cache (a whole network "
+                   "trained from random init needs each epoch's fresh augmentation, which a few cached views would "
+                   "take away); one teacher pass shared by SD and UHC would shorten the study, not either "
+                   "method's time to model")
+    out.append("every method's teacher passes run under no_grad in eval mode; no method's time includes the "
+               "per-epoch evaluation passes")
+    return out
+
+
 def rests_on(doc: dict) -> list[str]:
     """What the comparison's conclusion rests on, and what it does not show."""
     s, v = doc["settings"], doc["settings"]["validation"]
@@ -74,10 +104,10 @@ def rests_on(doc: dict) -> list[str]:
     budgets = []
     if network:
         budgets.append(f"whole networks ({', '.join(network)}) {s['network']['epochs']} epochs against the paper's "
-                       f"{PAPER_EPOCHS['network']}")
+                       f"{PAPER['network'].epochs}")
     if head:
         budgets.append(f"heads on the library ({', '.join(head)}) {s['head']['epochs']} epochs against the "
-                       f"paper's {PAPER_EPOCHS['head']}")
+                       f"paper's {PAPER['head'].epochs}")
     read, target = _target_words(v)
     pool_saw = {True: "PoE's experts and library were trained on every training image, the validation split's "
                       "included (the pool records no split)",
@@ -123,9 +153,9 @@ def markdown(doc: dict) -> str:
     budgets = []
     if any(m not in ("Transfer", "CKD") for m in doc["methods"]):
         budgets.append(f"whole-network methods (Scratch, SD_*, UHC_*, and the single-task Scratch teachers) "
-                       f"{_schedule(s['network'])} (paper: 200, ×0.1 at 80 and 160)")
+                       f"{_schedule(s['network'])} ({_paper('network')})")
     if any(m in ("Transfer", "CKD") for m in doc["methods"]):
-        budgets.append(f"head-only methods (Transfer, CKD) {_schedule(s['head'])} (paper: 100, ×0.1 at 40 and 80)")
+        budgets.append(f"head-only methods (Transfer, CKD) {_schedule(s['head'])} ({_paper('head')})")
     lines += ["## Settings", "",
               f"Budget: {'; '.join(budgets)}; SGD momentum 0.9, weight decay 5e-4, batch "
               f"{s['batch_size']}, seed {s['seed']}, new weights {INIT_WORDS[s.get('init', 'authors')]}; device "

@@ -13,21 +13,36 @@ in-process cache of folded experts emptied; the first build of the process (whic
 costs: lazy imports, first kernels) is timed and shown apart. PoE's one-off cost is the pool's whole
 preprocessing (Oracle, library student, experts), read from that pool's own metadata, or "not
 recorded" (the authors' published pool): never a figure from another pool.
+
+`compare` runs the whole study (Run_Baselines.py parses the flags and writes what it returns):
+the single-task teachers first, then the queries, divided among torchrun's processes when there
+are several, and the report's document.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
 import itertools
 import json
 import math
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
 
+import torch
+
+from .. import distributed
+from ..errors import PoEError
 from ..metrics import count_flops, count_params
+from ..files import atomic_write_text
+from ..paths import PROJECT_ROOT
 from ..realtime import CACHE
 from ..service import build_task_model, describe, evaluate_task_model
-from .query import Query
+from ..split import ValidationSplit, check_same, recorded_split
+from .query import Query, study_queries
+from .report import speedups
 from .training import Setup, obtain
 
 BUILD_REPEATS = 20
@@ -313,3 +328,154 @@ def summary(results: list[dict], methods: list[str]) -> dict:
                                                   default=None))
         out[str(n)] = entry
     return out
+
+
+# -- the study end to end ------------------------------------------------------------------------
+def select_queries(profile, queried: list[str] | None, tasks: list[str] | None, sizes, per_size: int | None,
+                   seed: int) -> tuple[list[tuple[str, ...]], str]:
+    """The study's queries and what the report says of them: the one `queried`, or the combinations
+    of `tasks` (default: the profile's) for each n(Q) in `sizes`, or a seeded sample of `per_size`
+    of them per n(Q)."""
+    if queried:
+        query = tuple(profile.resolve_tasks(queried, "--queriedTask"))
+        return [query], f"one query, {' + '.join(query)}"
+    tasks = profile.resolve_tasks(tasks or profile.default_tasks, "--tasks")
+    sizes = sorted(set(sizes))
+    if not sizes or min(sizes) < 1 or max(sizes) > len(tasks):
+        raise PoEError(f"--sizes must lie in 1..{len(tasks)} (the number of --tasks)")
+    queries = study_queries(tasks, sizes, per_size, seed)
+    note = (f"{len(queries)} of the {study_query_count(len(tasks), sizes)} combinations of {len(tasks)} tasks "
+            f"({', '.join(tasks)}) for n(Q) = {', '.join(map(str, sizes))}"
+            + (f", a seeded sample of {per_size} per n(Q) (--query_seed {seed})" if per_size else ""))
+    return queries, note
+
+
+def require_experts(pool, queries: list[tuple[str, ...]]) -> None:
+    """PoE's row needs an expert in the pool for every queried task."""
+    missing = [t for t in sorted({t for q in queries for t in q}) if not pool.has_expert(t)]
+    if missing:
+        raise PoEError(f"the pool {pool.root} has no expert for {', '.join(missing)} (PoE's row needs them); "
+                       f"build with python Run_preprocessing.py --dataset {pool.profile.name}, or pass --db")
+
+
+def validation_split(pool, tasks: list[str], train, per_class: int | None = None,
+                     seed: int = 0) -> tuple[ValidationSplit, dict]:
+    """The split the curves are read on, and what the report says of it. A pool whose experts record
+    a split gives it (PoE never trained on those images; `per_class` given must match it); otherwise
+    one of `per_class` images per class (default: a tenth of the smallest class) is drawn here,
+    seeded and stratified by poe.split, and the pool's experts were trained on its images."""
+    recorded = recorded_split(pool.manifest().get("experts", {}), tasks, str(pool.root))
+    if recorded:
+        split = ValidationSplit.from_meta(recorded)
+        if per_class is not None:
+            check_same(recorded, ValidationSplit(per_class, seed).describe(train), f"the pool {pool.root}")
+        check_same(recorded, split.describe(train), f"the pool {pool.root}")  # the same images, not only N
+        return split, {"source": "the pool's own split, recorded with its experts", "poe_trained_on_val": False}
+    if per_class is None:
+        per_class = max(1, int(torch.bincount(train.labels).min()) // 10)
+    split = ValidationSplit(per_class, seed)
+    if not split:
+        return split, {"source": "none (--val_per_class 0): curves read on the test set", "poe_trained_on_val": None}
+    return split, {"source": "drawn here (the pool records none); its experts and library were trained on these images",
+                   "poe_trained_on_val": True}
+
+
+def curve_target(wanted: str, split: ValidationSplit, split_info: dict) -> str:
+    """Which accuracy of PoE the curves must reach ("val" or "test", Setup.poe_target): `wanted`, or
+    for "auto" the validation accuracy unless PoE's experts learnt the split's images. Without a
+    split, "test". Notes in `split_info` when PoE's validation accuracy is read on images it learnt."""
+    target = wanted if wanted != "auto" else ("test" if split_info["poe_trained_on_val"] else "val")
+    if not split:
+        return "test"
+    if target == "val" and split_info["poe_trained_on_val"]:
+        split_info["source"] += " (--poe_target val: PoE's validation accuracy is read on images it learnt)"
+    return target
+
+
+def default_out_dir(profile) -> Path:
+    """Where trained baselines are stored by default."""
+    return PROJECT_ROOT / "DB_baselines" / profile.name
+
+
+def shown_path(path: Path) -> str:
+    """A path as the report shows it: relative to the project when inside it (no machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def compare(setup: Setup, queries: list[tuple[str, ...]], methods: list[str], *, command: str, note: str,
+            split_info: dict, started: float) -> dict | None:
+    """The whole study: the single-task Scratch teachers, then every query (PoE's row and each
+    method's), divided among torchrun's processes when there are several; returns the report's
+    document (poe.baselines.report), on the first process only (None on the others).
+    `command`: the command line shown; `note`: what the queries are; `started`: the command's
+    perf_counter() at its start, for its wall time."""
+    profile, split = setup.profile, setup.split
+    world = distributed.world()
+    all_tasks = sorted({t for q in queries for t in q})
+    print(f"Baselines vs PoE, {profile.title}: {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}"
+          + (f" shared among {world.size} processes" if world.size > 1 else "")
+          + f", methods {', '.join(methods)}; network {setup.budgets['network'].epochs} epochs, head "
+          f"{setup.budgets['head'].epochs} epochs, batch {setup.batch_size}, device {setup.device}, amp {setup.amp}; "
+          f"pool {setup.pool.root}; models in {setup.out}; validation split: {split.per_class} per class, seed "
+          f"{split.seed} ({split_info['source']})")
+
+    # The single-task teachers of *_Scratch are shared by every query holding their task: trained
+    # first, divided among the processes, so that no two train the same one.
+    scratch_tasks = all_tasks if {"SD_Scratch", "UHC_Scratch"} & set(methods) else []
+    for t in distributed.mine(scratch_tasks, world):
+        obtain(setup, "Scratch", Query.of([t], profile.hierarchy))
+    distributed.barrier()
+    results, first = run(setup, distributed.mine(queries, world), methods)
+    share = {"rank": world.rank, "size": world.size, "results": results, "first_build": first,
+             "wall_s": round(time.perf_counter() - started, 1)}
+    if world.size > 1:  # each process writes its share; the first merges them once all are written
+        key = hashlib.sha256(command.encode()).hexdigest()[:10]
+        atomic_write_text(share_path(setup, key, world.rank, world.size), json.dumps(share, indent=1) + "\n")
+        distributed.barrier()
+        if not world.is_main:
+            return None
+        shares = [json.loads(share_path(setup, key, r, world.size).read_text()) for r in range(world.size)]
+    else:
+        shares = [share]
+    results = merge(queries, shares)
+    teachers = {}
+    for t in scratch_tasks:
+        model, meta = obtain(setup, "Scratch", Query.of([t], profile.hierarchy))
+        teachers[t] = {"accuracy_pct": setup.accuracy(model, Query.of([t], profile.hierarchy)),
+                       "time_to_model_s": meta["time_to_model_s"], "training_wall_s": meta.get("wall_s_this_process")}
+    device = setup.device
+    settings = {"device": str(device), "amp": setup.amp, "batch_size": setup.batch_size, "seed": setup.seed,
+                "init": setup.init, "teacher": setup.teacher, "pool": str(setup.pool.root),
+                "out": shown_path(setup.out), "queries_note": note, "queries": len(queries), "processes": world.size,
+                "head_source": setup.head_source, "cache_views": min(setup.cache_views, setup.budgets["head"].epochs),
+                "network": setup.budget_meta("network"), "head": setup.budget_meta("head"),
+                "validation": {"per_class": split.per_class, "seed": split.seed,
+                               "images": split.per_class * len({c for q in results for c in q["classes"]}),
+                               **split_info,
+                               "curves_read_on": setup.read_on, "poe_target": setup.poe_target},
+                "machine": f"{platform.machine()} with {os.cpu_count()} CPU core(s), torch threads "
+                           f"{torch.get_num_threads()}" if device.type == "cpu" else str(device)}
+    totals = summary(results, methods)
+    costs = poe_costs(setup.pool, setup.pretrained_dir)
+    return {"dataset": profile.name, "title": profile.title, "command": command, "settings": settings,
+            "methods": methods, "speedups": speedups(setup, methods),
+            "poe_costs": costs, "first_builds": [s["first_build"] for s in shares if s["first_build"]],
+            "queries": results, "summary": totals, "break_even": break_even(costs, totals, methods),
+            "teachers": teachers, "shares_wall_s": [s["wall_s"] for s in shares],
+            "wall_s": round(time.perf_counter() - started, 1), "training_wall_s": training_wall_s(results, teachers)}
+
+
+def share_path(setup: Setup, command_key: str, rank: int, size: int) -> Path:
+    """Where process `rank` of `size` writes its share of the study's results."""
+    return setup.out / "shares" / f"{command_key}-rank{rank}of{size}.json"
+
+
+def merge(queries: list[tuple], shares: list[dict]) -> list[dict]:
+    """The processes' results in the study's query order (process r took queries r, r + size, ...)."""
+    by_tasks = {tuple(r["tasks"]): r for s in shares for r in s["results"]}
+    if sorted(by_tasks) != sorted(tuple(q) for q in queries):
+        raise PoEError("the processes' shares do not hold every query once: rerun the same command")
+    return [by_tasks[tuple(q)] for q in queries]
