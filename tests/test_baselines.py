@@ -200,3 +200,9 @@ def test_one_query_live_head_and_user_errors(small_demo, demo_pool, tmp_path, ca
         assert code == 2 and len(lines) == 1 and message in lines[0], (argv, err)
     code, _, err = baselines_cli(["--dataset", "imagenet", "--queriedTask", "bird_passerine"], capsys)
     assert code == 2 and "not WRNs" in err
+
+
+def test_the_registry_holds_the_seven_methods_in_the_paper_s_order():
+    assert list(METHODS) == ["Scratch", "Transfer", "CKD", "SD_Scratch", "SD_CKD", "UHC_Scratch", "UHC_CKD"]
+    assert [m.budget for m in METHODS.values()] == ["network", "head", "head"] + ["network"] * 4
+    assert {m.name for m in METHODS.values() if m.teachers == "scratch"} == {"SD_Scratch", "UHC_Scratch"}

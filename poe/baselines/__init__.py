@@ -8,40 +8,11 @@ Tiny-ImageNet code; specified in shared/spec/baselines.md), one small file per f
 
 All train with the one loop (poe.train.fit) on the queried classes' images only and are stored
 like the pool's models (poe.baselines.model). The study that races them against PoE is
-poe.baselines.study; the command line is Run_Baselines.py.
+poe.baselines.study; the methods' registry is poe.baselines.registry, their schedules
+poe.baselines.schedules; the command line is Run_Baselines.py.
 """
-from __future__ import annotations
+# Each family registers its methods when imported; this order is the registry's (the paper's table's).
+from . import scratch, transfer, distill  # noqa: F401,I001
+from .registry import METHODS, Method
 
-from dataclasses import dataclass
-from typing import Callable
-
-from . import distill, scratch, transfer
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    prepare: Callable             # (setup, query, name) -> training.Plan
-    budget: str                   # "network" (whole WRN) | "head" (head on the frozen library)
-    teachers: str | None = None   # None | "oracle-or-student" (CKD) | "experts" | "scratch"
-    uses_library: bool = False    # PoE's library (Transfer, CKD) or its experts' (the *_CKD teachers)
-    description: str = ""
-
-
-METHODS = {m.name: m for m in [
-    Method("Scratch", scratch.prepare, "network", description="whole WRN, random init, CE with labels"),
-    Method("Transfer", transfer.prepare, "head", uses_library=True,
-           description="new head on the frozen library, CE with labels"),
-    Method("CKD", transfer.prepare, "head", teachers="oracle-or-student", uses_library=True,
-           description="new head on the frozen library, L_soft + 0.3·L_scale to the teacher's query logits"),
-    Method("SD_Scratch", distill.prepare, "network", teachers="scratch",
-           description="whole WRN, zero-padded KD from single-task Scratch teachers"),
-    Method("SD_CKD", distill.prepare, "network", teachers="experts", uses_library=True,
-           description="whole WRN, zero-padded KD from PoE's experts"),
-    Method("UHC_Scratch", distill.prepare, "network", teachers="scratch",
-           description="whole WRN, UHC KD from single-task Scratch teachers"),
-    Method("UHC_CKD", distill.prepare, "network", teachers="experts", uses_library=True,
-           description="whole WRN, UHC KD from PoE's experts"),
-]}
-
-__all__ = ["METHODS", "Method"]
+__all__ = ["METHODS", "Method", "distill", "scratch", "transfer"]

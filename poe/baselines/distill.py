@@ -21,6 +21,7 @@ from ..service import build_task_model
 from ..train import frozen
 from .model import new_network
 from .query import Query
+from .registry import Method, register
 from .training import Plan, Setup, obtain
 
 
@@ -64,3 +65,15 @@ def prepare(setup: Setup, query: Query, method: str) -> Plan:
                 budget=setup.budgets["network"], setup_s=time.perf_counter() - tic, teachers_s=teachers_s,
                 notes={"data": f"{len(loader.data)} training images of the {len(query.classes)} queried classes",
                        "teachers": f"{source} ({', '.join(query.tasks)})", "speed-up": speedup})
+
+
+register(
+    Method("SD_Scratch", prepare, "network", teachers="scratch",
+           description="whole WRN, zero-padded KD from single-task Scratch teachers"),
+    Method("SD_CKD", prepare, "network", teachers="experts", uses_library=True,
+           description="whole WRN, zero-padded KD from PoE's experts"),
+    Method("UHC_Scratch", prepare, "network", teachers="scratch",
+           description="whole WRN, UHC KD from single-task Scratch teachers"),
+    Method("UHC_CKD", prepare, "network", teachers="experts", uses_library=True,
+           description="whole WRN, UHC KD from PoE's experts"),
+)

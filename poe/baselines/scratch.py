@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from .model import new_network
 from .query import Query
+from .registry import Method, register
 from .training import Plan, Setup
 
 
@@ -20,3 +21,6 @@ def prepare(setup: Setup, query: Query, method: str) -> Plan:
     return Plan(model=model, trained=model, batch_loss=lambda x, y: F.cross_entropy(model(x), y), loader=loader,
                 budget=setup.budgets["network"], setup_s=time.perf_counter() - tic,
                 notes={"data": f"{len(loader.data)} training images of the {len(query.classes)} queried classes"})
+
+
+register(Method("Scratch", prepare, "network", description="whole WRN, random init, CE with labels"))

@@ -121,7 +121,7 @@ def teachers_wall_s(setup: Setup, method: str, query: Query, meta: dict) -> floa
     (`teachers_wall_s_this_process`); for a model stored before that record existed, the recorded
     wall time of each of its teachers whose save date falls within this model's training (from its
     own save date back by its wall time)."""
-    from . import METHODS
+    from .registry import METHODS
     if meta.get("teachers_wall_s_this_process") is not None:
         return meta["teachers_wall_s_this_process"]
     if METHODS[method].teachers != "scratch" or meta.get("wall_s_this_process") is None or not meta.get("date"):

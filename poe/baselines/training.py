@@ -138,7 +138,7 @@ class Setup:
 
 def signature(setup: Setup, method: str, query: Query) -> dict:
     """What a stored model depends on: a different signature is another model (another file)."""
-    from . import METHODS
+    from .registry import METHODS
     spec = METHODS[method]
     sig = {"method": method, "dataset": setup.profile.name, "tasks": list(query.tasks), "seed": setup.seed,
            "budget": setup.budget_meta(spec.budget)}
@@ -178,7 +178,7 @@ def obtain(setup: Setup, method: str, query: Query) -> tuple[nn.Module, dict]:
     `wall_s_this_process` is the wall time of training this model alone: the wall time of models
     trained inside it (teachers) is recorded by them and subtracted here
     (`teachers_wall_s_this_process`)."""
-    from . import METHODS
+    from .registry import METHODS
     path = model_path(setup, method, query)
     if path.is_file():
         model, meta = store.load(path, setup.profile)

@@ -22,6 +22,7 @@ from ..losses import ALPHA, TEMPERATURE, ExpertLoss
 from ..train import frozen
 from .model import QueryModel, new_head
 from .query import Query
+from .registry import Method, register
 from .training import Plan, Setup, load_oracle
 
 
@@ -119,3 +120,10 @@ def prepare(setup: Setup, query: Query, method: str) -> Plan:
         setup_s = time.perf_counter() - tic
     return Plan(model=model, trained=head, batch_loss=batch_loss, loader=loader, budget=setup.budgets["head"],
                 setup_s=setup_s, notes=notes)
+
+
+register(
+    Method("Transfer", prepare, "head", uses_library=True, description="new head on the frozen library, CE with labels"),
+    Method("CKD", prepare, "head", teachers="oracle-or-student", uses_library=True,
+           description="new head on the frozen library, L_soft + 0.3·L_scale to the teacher's query logits"),
+)
