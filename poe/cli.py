@@ -226,6 +226,27 @@ def add_validation_args(parser: argparse.ArgumentParser, *, scoring: bool = True
                                  "is reported (default: both with a split, else test)")
 
 
+def add_pool_study_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of the small studies that read pools against their teacher (python -m poe.logit_scale,
+    python -m poe.teacher_ceiling): the data, the pools with their labels, the teacher, the outputs."""
+    from .teachers import TEACHERS
+
+    parser.add_argument("--dataset", default="cifar100", choices=sorted(REGISTRY))
+    parser.add_argument("--data_root", default="data", metavar="DIR")
+    parser.add_argument("--db", action="append", required=True, metavar="DIR", help="a pool (repeatable)")
+    parser.add_argument("--label", action="append", default=[], help="a name per --db, in order")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="none", choices=["auto", "none", "bf16"])
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N")
+    parser.add_argument("--teacher", default="oracle", choices=TEACHERS)
+    parser.add_argument("--pretrained_db", default=None, metavar="DIR",
+                        help="folder holding oracle.pt; default DB_pretrained/<dataset>")
+    parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--json", default=None, metavar="PATH")
+    parser.add_argument("--markdown", default=None, metavar="PATH")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="PNG; default: beside --json")
+
+
 def add_no_wait_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_wait", dest="wait", action="store_false",
                         help="if another run is writing the same pool, stop at once with one error line instead "

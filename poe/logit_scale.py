@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from .cli import ArgumentParser, run, setup_torch, write_report_files
+from .cli import ArgumentParser, add_pool_study_args, run, setup_torch, write_report_files
 from .evaluate import autocast
 from .history import save_png
 from .pool import Pool
-from .teachers import ORACLE_TEACHERS, TEACHERS, oracle_teacher
+from .teachers import ORACLE_TEACHERS, oracle_teacher
 
 
 def _moments(values: torch.Tensor) -> dict:
@@ -71,6 +71,19 @@ def pooled(stats: dict) -> dict:
     return {who: {"offset": avg(who, "offset"), "scale": avg(who, "scale"),
                   "offset_spread_across_experts": spread(who, "offset"),
                   "scale_spread_across_experts": spread(who, "scale")} for who in ("expert", "teacher")}
+
+
+def load_teacher(kind: str, profile, pool: Pool, pretrained_db, *, device) -> tuple[torch.nn.Module, bool]:
+    """(teacher, reads_features) for the studies of stored pools against their teacher (here and
+    poe.teacher_ceiling): an Oracle-based teacher from `pretrained_db` (reads images), or the library
+    student's head from `pool` (reads the library's features)."""
+    if kind not in ORACLE_TEACHERS:
+        return pool.load_student_head(), True
+    from .paths import default_pretrained_dir
+    from .preprocess import stored_oracle
+
+    return oracle_teacher(kind, stored_oracle(profile, Path(pretrained_db or default_pretrained_dir(profile)),
+                                              device)), False
 
 
 def markdown(doc: dict) -> str:
@@ -120,44 +133,22 @@ def plot(doc: dict, path: Path) -> str:
 
 
 def main(argv=None) -> None:
-    from .paths import default_pretrained_dir
-    from .preprocess import Preprocessor
+    from .profiles import get_profile
     from .table6 import validation_images
-
-    from .profiles import REGISTRY, get_profile
     from .train import pick_amp, pick_device
 
     p = ArgumentParser(description="Each expert's logit offset and scale on its own classes, against its teacher's.")
-    p.add_argument("--dataset", default="cifar100", choices=sorted(REGISTRY))
-    p.add_argument("--data_root", default="data")
-    p.add_argument("--db", action="append", required=True, metavar="DIR", help="a pool (repeatable)")
-    p.add_argument("--label", action="append", default=[], help="a name per --db, in order")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=["auto", "none", "bf16"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--teacher", default="oracle", choices=TEACHERS)
-    p.add_argument("--pretrained_db", default=None, help="folder holding oracle.pt; default DB_pretrained/<dataset>")
-    p.add_argument("--tasks", nargs="+", default=None)
+    add_pool_study_args(p)
     p.add_argument("--score_on", default="val", choices=["val", "test"])
-    p.add_argument("--json", default=None)
-    p.add_argument("--markdown", default=None)
-    p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     setup_torch(args)
     profile = get_profile(args.dataset)
     device = pick_device(args.device)
     amp = pick_amp(args.amp, device)
-    dbs = args.db
     tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
     train, test = profile.load(args.data_root, False)
-    pools = [Pool(d, profile) for d in dbs]
-    pre = Preprocessor(profile, pools[0], Path(args.pretrained_db or default_pretrained_dir(profile)),
-                       data_root=args.data_root, download=False, batch_size=profile.batch_size,
-                       budgets=profile.budgets, device=device, amp=amp, seed=0)
-    if args.teacher in ORACLE_TEACHERS:
-        teacher, from_features = oracle_teacher(args.teacher, pre.oracle()), False
-    else:
-        teacher, from_features = pools[0].load_student_head(), True
+    pools = [Pool(d, profile) for d in args.db]
+    teacher, from_features = load_teacher(args.teacher, profile, pools[0], args.pretrained_db, device=device)
     rows = []
     for i, pool in enumerate(pools):
         images = test if args.score_on == "test" else validation_images(pool, tasks, train, None, None)
@@ -168,7 +159,6 @@ def main(argv=None) -> None:
     text = markdown(doc)
     print(text)
     write_report_files(args, doc, text, plot)
-
 
 if __name__ == "__main__":
     raise SystemExit(run(main))

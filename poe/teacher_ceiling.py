@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .cli import ArgumentParser, run, setup_torch, write_report_files
+from .cli import ArgumentParser, add_pool_study_args, run, setup_torch, write_report_files
 from .evaluate import predict, score_all_combinations
 from .history import save_png
 from .pool import Pool
-from .teachers import ORACLE_TEACHERS, TEACHERS, oracle_teacher
+from .logit_scale import load_teacher
 
 
 def teacher_task_logits(teacher: nn.Module, profile, tasks: list[str], images, *, device="cpu", amp="none",
@@ -91,28 +91,14 @@ def plot(doc: dict, path: Path) -> str:
 
 
 def main(argv=None) -> None:
-    from .paths import default_pretrained_dir
-    from .preprocess import Preprocessor
-    from .profiles import REGISTRY, get_profile
+    from .profiles import get_profile
     from .table6 import evaluate_pool, sizes_for, validation_images
     from .train import pick_amp, pick_device
 
     p = ArgumentParser(description="The experts' teacher scored as a pool, beside the pools it taught.")
-    p.add_argument("--dataset", default="cifar100", choices=sorted(REGISTRY))
-    p.add_argument("--data_root", default="data")
-    p.add_argument("--db", action="append", required=True, metavar="DIR", help="a pool (repeatable)")
-    p.add_argument("--label", action="append", default=[], help="a name per --db, in order")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=["auto", "none", "bf16"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--teacher", default="oracle", choices=TEACHERS)
-    p.add_argument("--pretrained_db", default=None, help="folder holding oracle.pt; default DB_pretrained/<dataset>")
-    p.add_argument("--tasks", nargs="+", default=None)
+    add_pool_study_args(p)
     p.add_argument("--score_on", nargs="+", default=["val"], choices=["val", "test"],
                    help="val: the first pool's recorded validation split; test: the test set")
-    p.add_argument("--json", default=None)
-    p.add_argument("--markdown", default=None)
-    p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     setup_torch(args)
     profile = get_profile(args.dataset)
@@ -121,13 +107,9 @@ def main(argv=None) -> None:
     tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
     train, test = profile.load(args.data_root, False)
     pools = [Pool(d, profile) for d in args.db]
-    if args.teacher in ORACLE_TEACHERS:
-        pre = Preprocessor(profile, pools[0], Path(args.pretrained_db or default_pretrained_dir(profile)),
-                           data_root=args.data_root, download=False, batch_size=profile.batch_size,
-                           budgets=profile.budgets, device=device, amp=amp, seed=0)
-        teacher = oracle_teacher(args.teacher, pre.oracle())
-    else:  # the library student: the first pool's library and head
-        teacher = nn.Sequential(pools[0].load_library(), pools[0].load_student_head())
+    teacher, from_features = load_teacher(args.teacher, profile, pools[0], args.pretrained_db, device=device)
+    if from_features:  # the library student reads the first pool's library features
+        teacher = nn.Sequential(pools[0].load_library(), teacher)
     sizes = sizes_for(len(tasks))
     rows = []
     for split in args.score_on:
