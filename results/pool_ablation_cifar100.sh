@@ -43,7 +43,7 @@ for c in $CELLS; do
 done
 
 # Run so far: 2026-11-30 CELLS="base seed1 e30 v2 b128"; 2026-12-01 CELLS="e30b128", then
-# CELLS="authors_library flip". Table 6's loss rows (L_soft only, L_scale only) on validation, with each
+# CELLS="authors_library", then CELLS="flip". Table 6's loss rows (L_soft only, L_scale only) on validation, with each
 # expert's logit offset and scale, are made at the released budget by results/pipeline_cifar100.sh.
 # Mean PoE accuracy and cross-expert share over all combinations, n(Q)=2..5, on the validation split.
 args=()
