@@ -86,6 +86,20 @@ def load_teacher(kind: str, profile, pool: Pool, pretrained_db, *, device) -> tu
                                               device)), False
 
 
+def open_pool_study(args):
+    """What a study of stored pools against their teacher starts from (here and poe.teacher_ceiling):
+    (profile, device, amp, tasks, train, test, pools) from its parsed flags (cli.add_pool_study_args)."""
+    from .profiles import get_profile
+    from .train import pick_amp, pick_device
+
+    setup_torch(args)
+    profile = get_profile(args.dataset)
+    device = pick_device(args.device)
+    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
+    train, test = profile.load(args.data_root, False)
+    return profile, device, pick_amp(args.amp, device), tasks, train, test, [Pool(d, profile) for d in args.db]
+
+
 def markdown(doc: dict) -> str:
     lines = ["| pool | expert | offset: expert / teacher | scale: expert / teacher | scale ratio |",
              "|---|---|---:|---:|---:|"]
@@ -133,21 +147,13 @@ def plot(doc: dict, path: Path) -> str:
 
 
 def main(argv=None) -> None:
-    from .profiles import get_profile
     from .table6 import validation_images
-    from .train import pick_amp, pick_device
 
     p = ArgumentParser(description="Each expert's logit offset and scale on its own classes, against its teacher's.")
     add_pool_study_args(p)
     p.add_argument("--score_on", default="val", choices=["val", "test"])
     args = p.parse_args(argv)
-    setup_torch(args)
-    profile = get_profile(args.dataset)
-    device = pick_device(args.device)
-    amp = pick_amp(args.amp, device)
-    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
-    train, test = profile.load(args.data_root, False)
-    pools = [Pool(d, profile) for d in args.db]
+    profile, device, amp, tasks, train, test, pools = open_pool_study(args)
     teacher, from_features = load_teacher(args.teacher, profile, pools[0], args.pretrained_db, device=device)
     rows = []
     for i, pool in enumerate(pools):

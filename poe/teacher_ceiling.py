@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .cli import ArgumentParser, add_pool_study_args, run, setup_torch, write_report_files
+from .cli import ArgumentParser, add_pool_study_args, run, write_report_files
 from .evaluate import predict, score_all_combinations
 from .history import save_png
-from .pool import Pool
-from .logit_scale import load_teacher
+from .logit_scale import load_teacher, open_pool_study
 
 
 def teacher_task_logits(teacher: nn.Module, profile, tasks: list[str], images, *, device="cpu", amp="none",
@@ -91,22 +90,14 @@ def plot(doc: dict, path: Path) -> str:
 
 
 def main(argv=None) -> None:
-    from .profiles import get_profile
     from .table6 import evaluate_pool, sizes_for, validation_images
-    from .train import pick_amp, pick_device
 
     p = ArgumentParser(description="The experts' teacher scored as a pool, beside the pools it taught.")
     add_pool_study_args(p)
     p.add_argument("--score_on", nargs="+", default=["val"], choices=["val", "test"],
                    help="val: the first pool's recorded validation split; test: the test set")
     args = p.parse_args(argv)
-    setup_torch(args)
-    profile = get_profile(args.dataset)
-    device = pick_device(args.device)
-    amp = pick_amp(args.amp, device)
-    tasks = profile.resolve_tasks(args.tasks or profile.default_tasks, "--tasks")
-    train, test = profile.load(args.data_root, False)
-    pools = [Pool(d, profile) for d in args.db]
+    profile, device, amp, tasks, train, test, pools = open_pool_study(args)
     teacher, from_features = load_teacher(args.teacher, profile, pools[0], args.pretrained_db, device=device)
     if from_features:  # the library student reads the first pool's library features
         teacher = nn.Sequential(pools[0].load_library(), teacher)
