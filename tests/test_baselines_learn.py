@@ -96,40 +96,63 @@ def test_a_stored_baseline_is_keyed_by_what_taught_it(small_demo, tmp_path):
 
 
 # Trained on the demo pool of tests/test_end_to_end.py (1 epoch per stage): its experts and Oracle
-# are the teachers; 2 epochs each. 2 tasks = 6 classes, 240 test images: chance is 16.7 % overall
-# and 33.3 % within a task (a task's 3 classes differ in hue only; the tasks, in shape).
+# are the teachers; 4 epochs each (lr x0.1 after 2). 2 tasks = 6 classes, 240 test images: chance is
+# 16.7 % overall and 33.3 % within a task (a task's 3 classes differ in hue only; the tasks, in shape).
 LEARN_QUERY = ("rings", "disks")
-OVERALL_FLOOR_PCT, WITHIN_TASK_FLOOR_PCT = 25.0, 45.0
+LEARN_EPOCHS = 4
+OVERALL_FLOOR_PCT, AGREEMENT_FLOOR_PCT = 25.0, 55.0
 
 
-def overall_and_within_task(model, setup, query):
-    """Top-1 over the query's classes, and within the true task: the prediction among that task's
-    classes only (what a student taught by teachers who each know one task can learn at least:
-    SD's and UHC's losses carry no signal between tasks)."""
-    from poe.evaluate import predict
+def overall_accuracy(logits, labels) -> float:
+    return (logits.argmax(1) == labels).float().mean().item() * 100
 
-    logits, labels = predict(model, DEMO.eval_loader(setup.subset(query, 1)), setup.device, setup.amp)
-    within = []
-    for cols in map(torch.tensor, query.positions):
+
+def agreement_with_teachers(logits, labels, teachers, query) -> float:
+    """How often the student, choosing among the true task's classes only, picks what that task's
+    teacher picks (mean over the tasks). SD's and UHC's losses carry no signal between tasks, and
+    a 1-epoch demo expert is itself right on only 43-76 % of its task's images (it depends on the
+    CPU's rounding as on a seed), so the student's agreement with its teacher, not its accuracy, is
+    what it surely learns: chance is 33 %. `teachers`: per task, (N, task's classes) logits in the
+    task's sorted class order."""
+    agree = []
+    for cols, teacher in zip(map(torch.tensor, query.positions), teachers):
         mine = torch.isin(labels, cols)
-        within.append((cols[logits[mine][:, cols].argmax(1)] == labels[mine]).float().mean().item() * 100)
-    return (logits.argmax(1) == labels).float().mean().item() * 100, sum(within) / len(within)
+        agree.append((logits[mine][:, cols].argmax(1) == teacher[mine].argmax(1)).float().mean().item() * 100)
+    return sum(agree) / len(agree)
 
 
 @pytest.mark.slow  # trains nine small models
 def test_every_baseline_learns_above_chance_on_a_small_demo_query(demo_pool_alone, tmp_path, monkeypatch):
+    """Scratch, Transfer and CKD (labels, or the Oracle's logits of all the query's classes) well
+    above chance overall; SD and UHC, taught by teachers who each know one task, agree with the
+    teacher of each image's task well above chance. Measured on this query (fp32; demo pools of
+    seeds 0 and 1, training seeds 0-2; 1 and 2 threads): overall 40-85 % (chance 16.7; the lowest,
+    CKD, taught by a weak 1-epoch Oracle); agreement 67-95 % over 7 runs at 4 epochs (58-92 % at 2,
+    which is why it trains 4), and 38-43 % with the teachers' logits shuffled across the batch (a
+    student taught nothing about its images). The floor, 55 %, lies between the two."""
+    from poe.evaluate import expert_logits, predict
     from poe.pool import Pool
 
     monkeypatch.setattr(poe.train, "write_history", lambda *args, **kwargs: None)
     root, _ = demo_pool_alone
-    setup = make_setup(tmp_path, Pool(root / "pool", DEMO), teacher="oracle", pretrained_dir=root / "pre",
-                       cache_views=2)
-    setup.budgets = {"network": Budget(2, 0.1, (1,)), "head": Budget(2, 0.1, (1,))}
+    pool = Pool(root / "pool", DEMO)
+    setup = make_setup(tmp_path, pool, teacher="oracle", pretrained_dir=root / "pre", cache_views=2)
+    setup.budgets = {"network": Budget(LEARN_EPOCHS, 0.1, (LEARN_EPOCHS // 2,)),
+                     "head": Budget(LEARN_EPOCHS, 0.1, (LEARN_EPOCHS // 2,))}
     query = Query.of(LEARN_QUERY, DEMO.hierarchy)
-    scores = {m: overall_and_within_task(obtain(setup, m, query)[0], setup, query) for m in METHODS}
+    loader = DEMO.eval_loader(setup.subset(query, 1))
+    experts, _ = expert_logits(pool.load_library(), {t: pool.load_expert(t) for t in LEARN_QUERY}, loader)
+    teachers = {"CKD": [in_sorted_order(t, experts[t]) for t in LEARN_QUERY]}  # PoE's experts teach *_CKD
+    scores = {}
+    for m in METHODS:
+        logits, labels = predict(obtain(setup, m, query)[0], loader)
+        if m in ("Scratch", "Transfer", "CKD"):
+            scores[m] = ("overall", overall_accuracy(logits, labels))
+            continue
+        if m.endswith("_Scratch") and "Scratch" not in teachers:  # the single-task models the study trained
+            teachers["Scratch"] = [in_sorted_order(t, predict(obtain(setup, "Scratch", Query.of([t], DEMO.hierarchy))[0],
+                                                              loader)[0]) for t in LEARN_QUERY]
+        scores[m] = ("agreement", agreement_with_teachers(logits, labels, teachers[m.split("_")[1]], query))
     print(scores)
-    for m, (overall, within) in scores.items():
-        if m in ("Scratch", "Transfer", "CKD"):  # labels, or the teacher's logits of all the query's classes
-            assert overall >= OVERALL_FLOOR_PCT, (m, scores)
-        else:
-            assert within >= WITHIN_TASK_FLOOR_PCT, (m, scores)
+    for m, (kind, pct) in scores.items():
+        assert pct >= (OVERALL_FLOOR_PCT if kind == "overall" else AGREEMENT_FLOOR_PCT), (m, scores)
