@@ -142,17 +142,16 @@ def test_every_baseline_learns_above_chance_on_a_small_demo_query(demo_pool_alon
     query = Query.of(LEARN_QUERY, DEMO.hierarchy)
     loader = DEMO.eval_loader(setup.subset(query, 1))
     experts, _ = expert_logits(pool.load_library(), {t: pool.load_expert(t) for t in LEARN_QUERY}, loader)
-    teachers = {"CKD": [in_sorted_order(t, experts[t]) for t in LEARN_QUERY]}  # PoE's experts teach *_CKD
+    singles = [obtain(setup, "Scratch", Query.of([t], DEMO.hierarchy))[0] for t in LEARN_QUERY]  # stored: SD/UHC reuse them
+    teachers = {"CKD": [in_sorted_order(t, experts[t]) for t in LEARN_QUERY],  # PoE's experts
+                "Scratch": [in_sorted_order(t, predict(m, loader)[0]) for t, m in zip(LEARN_QUERY, singles)]}
     scores = {}
     for m in METHODS:
         logits, labels = predict(obtain(setup, m, query)[0], loader)
         if m in ("Scratch", "Transfer", "CKD"):
             scores[m] = ("overall", overall_accuracy(logits, labels))
-            continue
-        if m.endswith("_Scratch") and "Scratch" not in teachers:  # the single-task models the study trained
-            teachers["Scratch"] = [in_sorted_order(t, predict(obtain(setup, "Scratch", Query.of([t], DEMO.hierarchy))[0],
-                                                              loader)[0]) for t in LEARN_QUERY]
-        scores[m] = ("agreement", agreement_with_teachers(logits, labels, teachers[m.split("_")[1]], query))
+        else:  # SD_CKD, UHC_Scratch, ...: taught by the teachers named after the underscore
+            scores[m] = ("agreement", agreement_with_teachers(logits, labels, teachers[m.split("_")[1]], query))
     print(scores)
     for m, (kind, pct) in scores.items():
         assert pct >= (OVERALL_FLOOR_PCT if kind == "overall" else AGREEMENT_FLOOR_PCT), (m, scores)
